@@ -1,0 +1,270 @@
+"""Command line: `python train.py`, `python generate.py`, `python -m mlx_gpt info|plot`.
+
+The commands parse flags, call the library and turn a UserError into one line on
+stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Annotated
+
+import typer
+
+from mlx_gpt.errors import UserError
+
+app = typer.Typer(
+    help="mlx-gpt: the lecture's character-level GPT, trained and sampled with MLX.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+DATA, MODEL, OPTIM, EVAL, RUNTIME = (
+    "Data",
+    "Model",
+    "Optimization",
+    "Evaluation & checkpoints",
+    "Runtime",
+)
+
+
+def user_errors(fn):
+    """Bad input ends the command with one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+TRAIN_HELP = """Train the lecture's GPT on tiny Shakespeare (or any UTF-8 text) with MLX.
+
+Writes the run folder (default out/PRESET): config.json, vocab.json, metrics.jsonl,
+checkpoints best/ (lowest val loss) and latest/, and loss.png.
+
+**Examples**
+
+* `python train.py` : gpt.py exactly (preset lecture)
+
+* `python train.py --preset small` : a few minutes on a laptop CPU
+
+* `python train.py --preset nanogpt --max-iters 3000 --out-dir out/ng`
+
+* `python train.py --out-dir out/ng --resume --max-iters 6000` : continue a run
+
+* `python train.py --data my.txt --config my.json --dropout 0.1`
+"""
+
+
+@app.command("train", help=TRAIN_HELP)
+@user_errors
+def train_command(
+    preset: Annotated[
+        str | None,
+        typer.Option(help="lecture (gpt.py), nanogpt, small or tiny.", rich_help_panel=RUNTIME),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="UTF-8 text file to train on. [default: the bundled tiny Shakespeare]",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    out_dir: Annotated[
+        str | None,
+        typer.Option(help="Run folder. [default: out/PRESET]", rich_help_panel=RUNTIME),
+    ] = None,
+    block_size: Annotated[
+        int | None, typer.Option(help="Context length in characters.", rich_help_panel=MODEL)
+    ] = None,
+    n_layer: Annotated[
+        int | None, typer.Option(help="Transformer blocks.", rich_help_panel=MODEL)
+    ] = None,
+    n_head: Annotated[
+        int | None, typer.Option(help="Attention heads per block.", rich_help_panel=MODEL)
+    ] = None,
+    n_embd: Annotated[
+        int | None,
+        typer.Option(help="Embedding width (a multiple of --n-head).", rich_help_panel=MODEL),
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Dropout probability in [0, 1).", rich_help_panel=MODEL)
+    ] = None,
+    max_iters: Annotated[
+        int | None, typer.Option(help="Optimizer steps in all.", rich_help_panel=OPTIM)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Sequences per step.", rich_help_panel=OPTIM)
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Peak learning rate.", rich_help_panel=OPTIM)
+    ] = None,
+    warmup_iters: Annotated[
+        int | None, typer.Option(help="Linear warm-up steps.", rich_help_panel=OPTIM)
+    ] = None,
+    lr_decay_iters: Annotated[
+        int | None,
+        typer.Option(
+            help="Step where the cosine decay reaches --min-lr; 0 keeps the rate constant.",
+            rich_help_panel=OPTIM,
+        ),
+    ] = None,
+    min_lr: Annotated[
+        float | None, typer.Option(help="Learning rate at the end of decay.", rich_help_panel=OPTIM)
+    ] = None,
+    beta1: Annotated[float | None, typer.Option(help="AdamW beta1.", rich_help_panel=OPTIM)] = None,
+    beta2: Annotated[float | None, typer.Option(help="AdamW beta2.", rich_help_panel=OPTIM)] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="AdamW weight decay.", rich_help_panel=OPTIM)
+    ] = None,
+    decay_matrices_only: Annotated[
+        bool | None,
+        typer.Option(
+            "--decay-matrices-only/--decay-all",
+            help="Decay only 2-D weights (nanoGPT) or every parameter (gpt.py).",
+            rich_help_panel=OPTIM,
+        ),
+    ] = None,
+    grad_clip: Annotated[
+        float | None,
+        typer.Option(help="Clip the gradient norm to this; 0 turns it off.", rich_help_panel=OPTIM),
+    ] = None,
+    eval_interval: Annotated[
+        int | None,
+        typer.Option(help="Evaluate and checkpoint every N steps.", rich_help_panel=EVAL),
+    ] = None,
+    eval_iters: Annotated[
+        int | None, typer.Option(help="Batches per split per evaluation.", rich_help_panel=EVAL)
+    ] = None,
+    log_interval: Annotated[
+        int | None, typer.Option(help="Log a metrics record every N steps.", rich_help_panel=EVAL)
+    ] = None,
+    early_stop: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop after N evaluations without a new best val loss; 0: never.",
+            rich_help_panel=EVAL,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out-dir from latest/ (optimizer, schedule, RNGs).",
+            rich_help_panel=EVAL,
+        ),
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed.", rich_help_panel=RUNTIME)] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON file of settings (or a run's config.json); flags win over it.",
+            rich_help_panel=RUNTIME,
+        ),
+    ] = None,
+) -> None:
+    from mlx_gpt.config import TrainConfig, resolve
+    from mlx_gpt.run import RunFolder
+
+    given = {k: v for k, v in locals().items() if v is not None}
+    names = set(TrainConfig.__dataclass_fields__) - {"preset"}
+    overrides = {k: v for k, v in given.items() if k in names}
+    base = None
+    if resume:
+        run_dir = out_dir or f"out/{preset or 'lecture'}"
+        run = RunFolder(run_dir)
+        if not run.config_file.is_file():
+            raise UserError(f"no run to resume in {run_dir}; drop --resume to start a new run")
+        base = run.train_config()
+        overrides.setdefault("out_dir", run_dir)
+    cfg = resolve(preset, config, overrides, base=base)
+    _train(cfg, resume)
+
+
+def _train(cfg, resume: bool) -> None:
+    from mlx_gpt.metrics import progress_for
+    from mlx_gpt.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=resume, command=sys.argv)
+    print(
+        f"mlx-gpt: {trainer.model.num_params():,} parameters | preset {cfg.preset} | "
+        f"{environment_line()}"
+    )
+    start = trainer.state["step"]
+    verb = f"resuming at step {start}" if resume else "training"
+    print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
+    progress = progress_for(cfg.max_iters, start)
+    try:
+        result = trainer.train([progress])
+    finally:
+        progress.close()
+    print(
+        f"{result.stopped} at step {result.step}: best val loss {result.best_val_loss:.4f} "
+        f"at step {result.best_step} | {result.tokens_per_sec:,.0f} tok/s | "
+        f"peak {result.peak_memory_mb:,.0f} MB"
+    )
+    if result.stopped == "interrupted":
+        print(
+            f"latest/ saved. Resume with: python train.py --out-dir {cfg.run_dir} --resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130)
+
+
+def environment_line() -> str:
+    import mlx.core as mx
+
+    from mlx_gpt import linux_blas
+
+    if sys.platform == "darwin":
+        blas = "Accelerate"
+    else:
+        blas = linux_blas.blas_in_use
+    return f"device {mx.default_device()} | BLAS {blas}"
+
+
+@app.command("info")
+def info_command() -> None:
+    """Versions, device, the BLAS in use and a measured matmul speed."""
+    import os
+    import platform
+    import time
+
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_gpt import __version__, linux_blas
+
+    print(f"mlx-gpt {__version__} | mlx {mx.__version__} | numpy {np.__version__}")
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    print(environment_line())
+    if sys.platform.startswith("linux"):
+        print(f"cblas_sgemm from: {linux_blas.sgemm_provider() or 'MLX bundled BLAS'}")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"{var}={os.environ[var]}")
+    # The lecture model's biggest matmul: (B*T, n_embd) @ (n_embd, 4*n_embd).
+    a, b = mx.random.normal((4096, 384)), mx.random.normal((384, 1536))
+    mx.eval(a @ b)
+    n, t0 = 10, time.perf_counter()
+    for _ in range(n):
+        mx.eval(a @ b)
+    seconds = (time.perf_counter() - t0) / n
+    print(f"matmul 4096x384 @ 384x1536 fp32: {2 * 4096 * 384 * 1536 / seconds / 1e9:.1f} GFLOP/s")
+
+
+def main() -> None:
+    app()
+
+
+def train_main() -> None:
+    """`python train.py`: the train command on its own."""
+    typer.main.get_command(app).commands["train"].main(prog_name="train.py")

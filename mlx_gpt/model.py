@@ -1,0 +1,163 @@
+"""The lecture's GPT ("Let's build GPT", gpt.py) in mlx.nn, with GPT-2 parameter names.
+
+Differences from gpt.py are in form only: the per-head key/query/value Linears are one
+fused `c_attn` projection (the same maths), and the model can run with a key/value
+cache for generation. The model returns logits and does no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256  # the longest context the model sees (learned positions)
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.2
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class KVCache:
+    """Keys and values of one layer, preallocated for `max_len` positions."""
+
+    def __init__(self, batch: int, n_head: int, max_len: int, head_size: int):
+        self.keys = mx.zeros((batch, n_head, max_len, head_size))
+        self.values = mx.zeros((batch, n_head, max_len, head_size))
+        self.offset = 0  # positions filled so far
+
+    def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        end = self.offset + k.shape[2]
+        self.keys[:, :, self.offset : end, :] = k
+        self.values[:, :, self.offset : end, :] = v
+        self.offset = end
+        return self.keys[:, :, :end, :], self.values[:, :, :end, :]
+
+
+def causal_mask(t: int, offset: int = 0) -> mx.array:
+    """Additive mask for t queries at positions offset.. over offset + t keys.
+
+    Query i may attend to keys 0..offset+i; the rest get -inf (softmax weight 0).
+    """
+    return mx.triu(mx.full((t, offset + t), -mx.inf), k=offset + 1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_size = config.n_embd // config.n_head
+        # query, key and value of every head in one matmul; the lecture's heads have no bias
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        B, T, C = x.shape
+        q, k, v = mx.split(self.c_attn(x), 3, axis=-1)
+        # (B, T, C) -> (B, n_head, T, head_size)
+        q, k, v = (
+            z.reshape(B, T, self.n_head, self.head_size).transpose(0, 2, 1, 3) for z in (q, k, v)
+        )
+        offset = 0
+        if cache is not None:
+            offset = cache.offset
+            k, v = cache.update_and_fetch(k, v)  # (B, n_head, offset + T, head_size)
+        scale = self.head_size**-0.5
+        mask = causal_mask(T, offset) if T > 1 else None  # one new token sees everything
+        if self.training and self.dropout > 0:
+            # gpt.py's explicit form: dropout acts on the attention weights themselves
+            att = (q * scale) @ k.transpose(0, 1, 3, 2)  # (B, n_head, T, T)
+            if mask is not None:
+                att = att + mask
+            att = self.attn_dropout(mx.softmax(att, axis=-1))
+            y = att @ v  # (B, n_head, T, head_size)
+        else:
+            y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble the heads: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.dropout(self.c_proj(nn.relu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: communication (attention), then computation."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.h = [Block(config) for _ in range(config.n_layer)]
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)  # untied from wte
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # gpt.py's _init_weights: N(0, 0.02) weights, zero biases. MLX's defaults differ
+        # (uniform Linear, N(0, 1) Embedding) and the loss at init shows it.
+        for _, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight = 0.02 * mx.random.normal(module.weight.shape)
+            if isinstance(module, nn.Linear) and "bias" in module:
+                module.bias = mx.zeros_like(module.bias)
+
+    def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        B, T = idx.shape
+        offset = cache[0].offset if cache else 0
+        if offset + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}"
+            )
+        pos = mx.arange(offset, offset + T)
+        x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        for i, block in enumerate(self.h):
+            x = block(x, cache[i] if cache else None)
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+
+    def make_cache(self, batch: int = 1) -> list[KVCache]:
+        c = self.config
+        return [
+            KVCache(batch, c.n_head, c.block_size, c.n_embd // c.n_head) for _ in range(c.n_layer)
+        ]
+
+    def num_params(self) -> int:
+        from mlx.utils import tree_flatten
+
+        return sum(math.prod(p.shape) for _, p in tree_flatten(self.parameters()))

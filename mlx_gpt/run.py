@@ -1,0 +1,84 @@
+"""A run folder: what a training run leaves behind, and how to find one again.
+
+    out/<preset>/
+      config.json      resolved TrainConfig, model config, package version, command line
+      vocab.json       the character vocabulary
+      metrics.jsonl    one record per log interval (see trainer.py)
+      best/  latest/   checkpoints (see checkpoint.py)
+      loss.png         the loss curves (see plot.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mlx_gpt import __version__, checkpoint
+from mlx_gpt.config import TrainConfig
+from mlx_gpt.data import CharTokenizer
+from mlx_gpt.errors import UserError
+from mlx_gpt.model import GPTConfig
+
+DEFAULT_ROOT = Path("out")
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.json"
+        self.vocab_file = self.path / "vocab.json"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.best = self.path / "best"
+        self.latest = self.path / "latest"
+
+    def has_checkpoint(self) -> bool:
+        return any(checkpoint.resolve(p) for p in (self.best, self.latest))
+
+    def write_config(self, cfg: TrainConfig, model: GPTConfig, command: list[str]) -> None:
+        payload = {
+            "mlx_gpt_version": __version__,
+            "command": command,
+            "train": cfg.to_dict(),
+            "model": asdict(model),
+        }
+        tmp = self.config_file.with_name("config.json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, self.config_file)
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.config_file.is_file():
+            raise UserError(f"{self.path} is not a run folder (no config.json)")
+        return json.loads(self.config_file.read_text())
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.read_config()["train"])
+
+    def model_config(self) -> GPTConfig:
+        return GPTConfig.from_dict(self.read_config()["model"])
+
+    def tokenizer(self) -> CharTokenizer:
+        if not self.vocab_file.is_file():
+            raise UserError(f"{self.path} has no vocab.json; is it a run folder?")
+        return CharTokenizer.load(self.vocab_file)
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """The folder of checkpoint `which` (best or latest), or a UserError saying what to do."""
+        found = checkpoint.resolve(self.path / which)
+        if found is None:
+            raise UserError(
+                f"no {which} checkpoint in {self.path}; train one first with `python train.py`"
+            )
+        return found
+
+
+def latest_run(root: str | Path = DEFAULT_ROOT) -> RunFolder:
+    """The most recently modified run folder under `root` that holds a checkpoint."""
+    root = Path(root)
+    runs = [RunFolder(p) for p in root.glob("*/") if (p / "config.json").is_file()]
+    runs = [r for r in runs if r.has_checkpoint()]
+    if not runs:
+        raise UserError(f"no trained run under {root}/; run `python train.py` first")
+    return max(runs, key=lambda r: r.metrics_file.stat().st_mtime if r.metrics_file.exists() else 0)

@@ -1,0 +1,306 @@
+"""The training loop: a compiled step, evaluation, checkpoints, metric records.
+
+Records (one dict per log interval, to metrics.jsonl and to any reporter):
+  step, tokens                   optimizer updates done, training tokens seen
+  train_loss                     mean training-batch loss since the previous record
+  val_loss, eval_train_loss      at evaluations: mean loss over eval_iters batches of
+                                 each split, dropout off (the lecture's estimate_loss)
+  lr, tokens_per_sec, ms_per_step, peak_memory_mb, elapsed_s
+  event, reason                  why training stopped early (early_stop)
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+
+from mlx_gpt import checkpoint
+from mlx_gpt.config import MODEL_FIELDS, TrainConfig, flag
+from mlx_gpt.data import CharTokenizer, Splits, get_batch, load_text
+from mlx_gpt.errors import UserError
+from mlx_gpt.metrics import JsonlLogger, Record, truncate_after
+from mlx_gpt.model import GPT
+from mlx_gpt.optimizer import make_optimizer
+from mlx_gpt.run import RunFolder
+
+Reporter = Callable[[Record], None]
+MB = 1024**2
+
+
+def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
+    logits = model(x)  # (B, T, vocab_size)
+    return nn.losses.cross_entropy(logits, y, reduction="mean")
+
+
+def make_train_step(model: nn.Module, optimizer: optim.Optimizer, grad_clip: float, compile=True):
+    """Forward, backward and update as one function of (x, y) that returns the loss.
+
+    Compiled, it captures the model, the optimizer and the random state (dropout) as
+    inputs and outputs, so each call reads and writes them. The caller evaluates the
+    state once per step. The training flag is read when the step is traced: build the
+    step with the model in train mode.
+    """
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def step(x: mx.array, y: mx.array) -> mx.array:
+        loss, grads = loss_and_grad(model, x, y)
+        if grad_clip > 0:
+            grads, _ = optim.clip_grad_norm(grads, grad_clip)
+        optimizer.update(model, grads)
+        return loss
+
+    if not compile:
+        return step
+    state = [model.state, optimizer.state, mx.random.state]
+    return partial(mx.compile, inputs=state, outputs=state)(step)
+
+
+def estimate_loss(model: GPT, splits: Splits, cfg: TrainConfig) -> dict[str, float]:
+    """Mean loss of each split over eval_iters batches, dropout off.
+
+    Every evaluation draws the same batches (a generator seeded afresh), so points on
+    the loss curve differ by the model alone, and evaluating draws nothing from the
+    training batch stream (a resumed run sees the same batches as an unbroken one).
+    """
+    model.eval()
+    rng = np.random.default_rng([cfg.seed, 1])
+    out = {}
+    for name in ("train", "val"):
+        data = getattr(splits, name)
+        total = 0.0
+        for _ in range(cfg.eval_iters):
+            x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)
+            total += loss_fn(model, x, y).item()
+        out[name] = total / cfg.eval_iters
+    model.train()
+    return out
+
+
+@dataclass
+class TrainResult:
+    step: int
+    best_val_loss: float
+    best_step: int
+    stopped: str  # "finished", "early_stop" or "interrupted"
+    tokens_per_sec: float  # over the whole run, evaluations excluded
+    peak_memory_mb: float
+
+
+def _rng_key() -> list[int]:
+    return [int(v) for v in np.array(mx.random.state[0])]
+
+
+def _restore_rng_key(key: list[int]) -> None:
+    # mx.random.key(seed) is [seed >> 32, seed & 0xFFFFFFFF]: re-seeding restores any key.
+    mx.random.seed((key[0] << 32) | key[1])
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[dict[str, bool]]:
+    """Ctrl-C sets a flag that the loop checks between steps, so the state it saves is
+    that of a whole step. A second Ctrl-C interrupts at once."""
+    flag_ = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag_
+        return
+
+    def handler(signum, frame):
+        if flag_["stop"]:
+            raise KeyboardInterrupt
+        flag_["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag_
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """Everything a run needs, checked and loaded before anything is written."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, command: list[str] | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.run = RunFolder(cfg.run_dir)
+        self.command = command or []
+        self.resume_from: Path | None = None
+        if resume:
+            self.resume_from = self.run.checkpoint("latest") if self.run.has_checkpoint() else None
+            if self.resume_from is None:
+                raise UserError(
+                    f"no checkpoint to resume in {self.run.path}; drop --resume to start a new run"
+                )
+            self._check_same_model()
+            self.tokenizer = self.run.tokenizer()
+        elif self.run.has_checkpoint():
+            raise UserError(
+                f"{self.run.path} already holds a trained run; pass --resume to continue it "
+                "or choose another --out-dir"
+            )
+        text = load_text(cfg.data)
+        if not resume:
+            self.tokenizer = CharTokenizer.from_text(text)
+        try:
+            self.splits = Splits.from_text(text, self.tokenizer, cfg.block_size)
+        except UserError as e:
+            if not resume:
+                raise
+            raise UserError(f"the data does not fit this run's vocabulary: {e}") from None
+
+        mx.random.seed(cfg.seed)
+        self.model = GPT(cfg.model_config(self.tokenizer.vocab_size))
+        self.optimizer = make_optimizer(cfg)
+        self.optimizer.init(self.model.trainable_parameters())
+        self.data_rng = np.random.default_rng(cfg.seed)
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "tokens": 0,
+            "best_val_loss": math.inf,
+            "best_step": -1,
+            "evals_since_best": 0,
+            "elapsed_s": 0.0,
+        }
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+            if self.state["step"] >= cfg.max_iters:
+                raise UserError(
+                    f"the run in {self.run.path} is already at step {self.state['step']}; "
+                    f"pass a --max-iters above it to train further"
+                )
+
+    def _check_same_model(self) -> None:
+        saved = self.run.train_config()
+        for name in MODEL_FIELDS:
+            mine, theirs = getattr(self.cfg, name), getattr(saved, name)
+            if mine != theirs:
+                raise UserError(
+                    f"--{flag(name)} {mine} differs from the checkpoint's {theirs} in "
+                    f"{self.run.path}; drop it to resume, or pick another --out-dir"
+                )
+
+    def _load(self, path: Path) -> None:
+        checkpoint.load_model(path, self.model)
+        checkpoint.load_optimizer(path, self.optimizer)
+        self.optimizer.init(self.model.trainable_parameters())
+        saved = checkpoint.load_state(path)
+        self.data_rng.bit_generator.state = saved.pop("data_rng")
+        _restore_rng_key(saved.pop("mlx_key"))
+        self.state.update(saved)
+
+    def _save(self, which: str) -> None:
+        state = {**self.state, "data_rng": self.data_rng.bit_generator.state}
+        state["mlx_key"] = _rng_key()
+        checkpoint.save(self.run.path / which, self.model, self.optimizer, state)
+
+    def _prepare_folder(self) -> None:
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        if self.resume_from is not None:
+            truncate_after(self.run.metrics_file, self.state["step"])
+        else:
+            self.run.metrics_file.unlink(missing_ok=True)
+            self.tokenizer.save(self.run.vocab_file)
+        self.run.write_config(self.cfg, self.model.config, self.command)
+
+    def train(self, reporters: list[Reporter] = ()) -> TrainResult:
+        cfg, st = self.cfg, self.state
+        self._prepare_folder()
+        logger = JsonlLogger(self.run.metrics_file)
+        tokens_per_step = cfg.batch_size * cfg.block_size
+        self.model.train()
+        step_fn = make_train_step(self.model, self.optimizer, cfg.grad_clip)
+        run_start = time.perf_counter() - st["elapsed_s"]
+        train_time = 0.0  # seconds spent in steps this session, for the overall rate
+        steps_this_session = 0
+        stopped = "finished"
+
+        def emit(r: Record) -> None:
+            r["lr"] = self.optimizer.learning_rate.item()
+            r["peak_memory_mb"] = round(mx.get_peak_memory() / MB, 1)
+            r["elapsed_s"] = st["elapsed_s"] = round(time.perf_counter() - run_start, 3)
+            for fn in (logger, *reporters):
+                fn(r)
+
+        def evaluate(r: Record) -> bool:
+            """Evaluate, checkpoint, and say whether early stopping calls a halt."""
+            losses = estimate_loss(self.model, self.splits, cfg)
+            r["val_loss"], r["eval_train_loss"] = losses["val"], losses["train"]
+            if losses["val"] < st["best_val_loss"]:
+                st.update(best_val_loss=losses["val"], best_step=st["step"], evals_since_best=0)
+                self._save("best")
+            else:
+                st["evals_since_best"] += 1
+            return cfg.early_stop > 0 and st["evals_since_best"] >= cfg.early_stop
+
+        with _deferred_interrupt() as interrupt:
+            if st["step"] == 0:  # the loss at init, for the plot
+                r = {"step": 0, "tokens": 0}
+                evaluate(r)
+                self._save("latest")
+                emit(r)
+            window_losses: list[mx.array] = []
+            window_start = time.perf_counter()
+            while st["step"] < cfg.max_iters:
+                x, y = get_batch(self.splits.train, cfg.batch_size, cfg.block_size, self.data_rng)
+                loss = step_fn(x, y)
+                mx.eval(loss, self.model.state, self.optimizer.state)
+                st["step"] += 1
+                st["tokens"] += tokens_per_step
+                window_losses.append(loss)
+                steps_this_session += 1
+
+                last = st["step"] == cfg.max_iters
+                eval_now = st["step"] % cfg.eval_interval == 0 or last
+                if not (eval_now or interrupt["stop"] or st["step"] % cfg.log_interval == 0):
+                    continue
+                seconds = time.perf_counter() - window_start
+                train_time += seconds
+                n = len(window_losses)
+                r = {
+                    "step": st["step"],
+                    "tokens": st["tokens"],
+                    "train_loss": mx.mean(mx.stack(window_losses)).item(),
+                    "tokens_per_sec": round(n * tokens_per_step / seconds, 1),
+                    "ms_per_step": round(1000 * seconds / n, 2),
+                }
+                halt = evaluate(r) if eval_now else False
+                if eval_now:
+                    self._save("latest")
+                emit(r)
+                if halt:
+                    stopped = "early_stop"
+                    reason = (
+                        f"no new best val loss in {cfg.early_stop} evaluations; best "
+                        f"{st['best_val_loss']:.4f} at step {st['best_step']}"
+                    )
+                    emit({"step": st["step"], "event": "early_stop", "reason": reason})
+                    break
+                if interrupt["stop"]:  # checked after emit: Ctrl-C may come at any moment
+                    if not eval_now:
+                        self._save("latest")
+                    stopped = "interrupted"
+                    break
+                window_losses = []
+                window_start = time.perf_counter()
+        logger.close()
+        return TrainResult(
+            step=st["step"],
+            best_val_loss=st["best_val_loss"],
+            best_step=st["best_step"],
+            stopped=stopped,
+            tokens_per_sec=steps_this_session * tokens_per_step / train_time if train_time else 0,
+            peak_memory_mb=mx.get_peak_memory() / MB,
+        )

@@ -1,0 +1,141 @@
+import hashlib
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT
+from mlx_gpt.metrics import read_metrics
+
+TRAIN = str(ROOT / "train.py")
+RUN_FILES = [
+    "config.json",
+    "vocab.json",
+    "metrics.jsonl",
+    "best/model.safetensors",
+    "best/optimizer.safetensors",
+    "best/state.json",
+    "latest/model.safetensors",
+    "latest/optimizer.safetensors",
+    "latest/state.json",
+]
+
+
+def test_tiny_run_writes_the_whole_run_folder(tiny_run):
+    out, result = tiny_run
+    for name in RUN_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert "30,529 parameters" in result.stdout
+    assert "BLAS" in result.stdout and "device" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["preset"] == "tiny" and config["model"]["vocab_size"] == 65
+    assert "--preset" in config["command"] and config["mlx_gpt_version"]
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(0, 101, 5))
+    fields = {"step", "tokens", "train_loss", "lr", "tokens_per_sec", "ms_per_step"}
+    assert fields | {"peak_memory_mb", "elapsed_s"} <= set(records[-1])
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [0, 25, 50, 75, 100]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5  # it learned
+    best = json.loads((out / "best" / "state.json").read_text())
+    assert best["best_val_loss"] == min(r["val_loss"] for r in evals)
+
+
+def test_help_explains_flags_in_panels(cli):
+    result = cli(TRAIN, "--help")
+    assert result.returncode == 0
+    for text in ("--preset", "--resume", "--config", "Model", "Optimization", "Examples"):
+        assert text in result.stdout
+
+
+def test_config_file_and_flags(cli, tmp_path):
+    cfg = tmp_path / "my.json"
+    cfg.write_text(json.dumps({"preset": "tiny", "max_iters": 10, "n_embd": 48}))
+    out = tmp_path / "run"
+    result = cli(TRAIN, "--config", str(cfg), "--max-iters", "5", "--out-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["n_embd"] == 48  # from the file
+    assert saved["max_iters"] == 5  # the flag wins
+    assert saved["n_layer"] == 2  # from the file's preset
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    def make(content: bytes):
+        p = tmp_path / "text.txt"
+        p.write_bytes(content)
+        return str(p)
+
+    return make
+
+
+BAD = [
+    (["--data", "/nonexistent/file.txt"], "does not exist"),
+    (["--data", b""], "empty"),
+    (["--data", b"\xff\xfe\x00bad"], "not UTF-8"),
+    (["--data", b"short text " * 4], "too few"),
+    (["--n-embd", "30", "--n-head", "4"], "divisible"),
+    (["--n-layer", "0"], "--n-layer must be a positive"),
+    (["--batch-size", "-3"], "--batch-size must be a positive"),
+    (["--dropout", "1.0"], "--dropout"),
+    (["--dropout", "-0.1"], "--dropout"),
+    (["--preset", "huge"], "unknown preset"),
+    (["--config", "/nonexistent.json"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
+def test_bad_input_is_one_line_exit_2(cli, tmp_path, text_file, args, message):
+    args = [text_file(a) if isinstance(a, bytes) else a for a in args]
+    out = tmp_path / "out"
+    result = cli(TRAIN, "--preset", "tiny", "--out-dir", str(out), *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists()  # nothing written
+
+
+def test_resume_errors_leave_the_run_untouched(cli, tiny_run, tmp_path):
+    out, _ = tiny_run
+    before = _digest(out)
+    cases = [
+        (["--resume", "--out-dir", str(tmp_path / "none")], "no run to resume"),
+        (["--resume", "--out-dir", str(out), "--n-layer", "3"], "--n-layer 3 differs"),
+        (["--out-dir", str(out), "--preset", "tiny"], "--resume"),  # would overwrite
+        (["--resume", "--out-dir", str(out), "--max-iters", "50"], "already at step 100"),
+    ]
+    for args, message in cases:
+        result = cli(TRAIN, *args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert _digest(out) == before
+
+
+def test_damaged_checkpoint_is_a_clear_error(cli, tiny_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], out)
+    config = json.loads((out / "config.json").read_text())
+    config["train"]["n_embd"] = 64  # weights no longer match the recorded model
+    (out / "config.json").write_text(json.dumps(config))
+    result = cli(TRAIN, "--resume", "--out-dir", str(out), "--n-embd", "64")
+    assert result.returncode == 2
+    assert "does not match" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS loader is Linux-only")
+def test_info_reports_the_optimized_blas(cli):
+    result = cli("-m", "mlx_gpt", "info")
+    assert result.returncode == 0, result.stderr
+    assert "BLAS OpenBLAS" in result.stdout
+    assert "cblas_sgemm from:" in result.stdout and "libopenblas" in result.stdout
+    assert "GFLOP/s" in result.stdout
