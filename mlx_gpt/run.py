@@ -1,11 +1,11 @@
 """A run folder: what a training run leaves behind, and how to find one again.
 
-    out/<preset>/
-      config.json      resolved TrainConfig, model config, package version, command line
-      vocab.json       the character vocabulary
-      metrics.jsonl    one record per log interval (see trainer.py)
-      best/  latest/   checkpoints (see checkpoint.py)
-      loss.png         the loss curves (see plot.py)
+out/<preset>/
+  config.json      resolved TrainConfig, model config, package version, command line
+  vocab.json       the character vocabulary
+  metrics.jsonl    one record per log interval (see trainer.py)
+  best/  latest/   checkpoints (see checkpoint.py)
+  loss.png         the loss curves (see plot.py)
 """
 
 from __future__ import annotations

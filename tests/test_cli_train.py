@@ -1,12 +1,13 @@
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from mlx_gpt.metrics import read_metrics
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "train.py")
 RUN_FILES = [
     "config.json",
@@ -61,8 +62,11 @@ def test_config_file_and_flags(cli, tmp_path):
 
 
 def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ def _model_and_optimizer(cfg: TrainConfig):
 
 
 def test_tiny_model_overfits_one_batch():
-    cfg = TrainConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=0.0, learning_rate=3e-3)
+    cfg = TrainConfig(
+        n_layer=2, n_head=2, n_embd=64, block_size=32, dropout=0.0, learning_rate=3e-3
+    )
     model, optimizer = _model_and_optimizer(cfg)
     step = make_train_step(model, optimizer, grad_clip=0.0)
     x = mx.random.randint(0, 65, (4, 32))
