@@ -261,6 +261,105 @@ def info_command() -> None:
     print(f"matmul 4096x384 @ 384x1536 fp32: {2 * 4096 * 384 * 1536 / seconds / 1e9:.1f} GFLOP/s")
 
 
+GENERATE_HELP = """Stream Shakespeare-like text from a trained run.
+
+The text (prompt, then the generated characters) goes to stdout as it is produced; a
+summary (characters, tokens/sec, peak memory) goes to stderr.
+
+**Windows.** The model knows block_size positions. `--window exact` conditions every
+character on the last block_size characters with a full forward pass, as gpt.py does.
+`--window fast` (default) keeps a key/value cache and, when it is full, rebuilds it from
+the last block_size/2 characters: identical to exact while the text fits in one block,
+then each character sees between block_size/2 and block_size characters of context,
+for a fraction of the work.
+
+**Examples**
+
+* `python generate.py --tokens 3000`
+
+* `python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 20`
+
+* `python generate.py --out-dir out/small --checkpoint latest --num-samples 3`
+"""
+
+
+@app.command("generate", help=GENERATE_HELP)
+@user_errors
+def generate_command(
+    tokens: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    out_dir: Annotated[
+        str | None,
+        typer.Option(help="Run folder. [default: the most recently trained run under out/]"),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
+    prompt: Annotated[str, typer.Option(help="Text to start from.")] = "",
+    prompt_file: Annotated[
+        str | None, typer.Option(help="Read the prompt from a UTF-8 file.")
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature; 0 picks the most likely character.")
+    ] = 1.0,
+    top_k: Annotated[
+        int | None, typer.Option(help="Sample from the k most likely characters only.")
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(help="Sample from the smallest set whose probability reaches p (0, 1]."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same text.")] = 1337,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, one after another.")] = 1,
+    output: Annotated[
+        str | None, typer.Option(help="Write the text to this file instead of stdout.")
+    ] = None,
+    window: Annotated[str, typer.Option(help="fast (KV cache) or exact (gpt.py).")] = "fast",
+) -> None:
+    from mlx_gpt.data import load_text
+    from mlx_gpt.generation import WINDOWS, stream_generate
+    from mlx_gpt.run import RunFolder, latest_run
+    from mlx_gpt.sampling import Sampler
+
+    checks = [
+        (tokens >= 1, "--tokens must be at least 1"),
+        (top_k is None or top_k >= 1, "--top-k must be at least 1"),
+        (top_p is None or 0 < top_p <= 1, "--top-p must be in (0, 1]"),
+        (temperature >= 0, "--temperature must be >= 0 (0 is greedy)"),
+        (num_samples >= 1, "--num-samples must be at least 1"),
+        (window in WINDOWS, f"--window must be one of {', '.join(WINDOWS)}"),
+        (checkpoint in ("best", "latest"), "--checkpoint must be best or latest"),
+        (not (prompt and prompt_file), "give --prompt or --prompt-file, not both"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if prompt_file:
+        prompt = load_text(prompt_file)
+    run = RunFolder(out_dir) if out_dir else latest_run()
+    if not run.path.is_dir():
+        raise UserError(f"no run folder {run.path}; train one first with `python train.py`")
+    model, tokenizer = run.load_model(checkpoint)
+    stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
+    try:
+        for i in range(num_samples):
+            sampler = Sampler(temperature, top_k, top_p, seed + i)
+            pieces = stream_generate(model, tokenizer, prompt, tokens, sampler, window)
+            if i:
+                stream.write("\n---------------\n")
+            stream.write(prompt)
+            for r in pieces:
+                stream.write(r.text)
+                if r.generated % 16 == 0 or r.text == "\n":
+                    stream.flush()
+            stream.flush()
+            print(
+                f"\n[{run.path}/{checkpoint}, window {window}] {r.generated} characters, "
+                f"{r.tokens_per_sec:,.0f} tok/s, peak {r.peak_memory_mb:,.0f} MB",
+                file=sys.stderr,
+            )
+    finally:
+        if output:
+            stream.close()
+
+
 def main() -> None:
     app()
 
@@ -268,3 +367,8 @@ def main() -> None:
 def train_main() -> None:
     """`python train.py`: the train command on its own."""
     typer.main.get_command(app).commands["train"].main(prog_name="train.py")
+
+
+def generate_main() -> None:
+    """`python generate.py`: the generate command on its own."""
+    typer.main.get_command(app).commands["generate"].main(prog_name="generate.py")

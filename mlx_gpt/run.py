@@ -20,7 +20,7 @@ from mlx_gpt import __version__, checkpoint
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.data import CharTokenizer
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPTConfig
+from mlx_gpt.model import GPT, GPTConfig
 
 DEFAULT_ROOT = Path("out")
 
@@ -72,6 +72,20 @@ class RunFolder:
                 f"no {which} checkpoint in {self.path}; train one first with `python train.py`"
             )
         return found
+
+    def load_model(self, which: str = "best") -> tuple[GPT, CharTokenizer]:
+        """The model of checkpoint `which`, in eval mode, and its tokenizer."""
+        found = self.checkpoint(which)
+        config, tokenizer = self.model_config(), self.tokenizer()
+        if config.vocab_size != tokenizer.vocab_size:
+            raise UserError(
+                f"{self.path}: config.json says {config.vocab_size} characters but "
+                f"vocab.json has {tokenizer.vocab_size}; the run folder is damaged"
+            )
+        model = GPT(config)
+        checkpoint.load_model(found, model)
+        model.eval()
+        return model, tokenizer
 
 
 def latest_run(root: str | Path = DEFAULT_ROOT) -> RunFolder:

@@ -1,0 +1,159 @@
+"""Sampling text from a trained model, with a key/value cache.
+
+    for piece in stream_generate(model, tokenizer, "ROMEO:", 500):
+        print(piece.text, end="", flush=True)
+
+The model has learned absolute positions for `block_size` slots, so a sequence longer
+than that cannot simply keep growing its cache. Two windows:
+
+* exact: the lecture's semantics. Every token is conditioned on the last block_size
+  tokens with a full forward pass: block_size times the work per token.
+* fast (default): the cache fills to block_size; then it is rebuilt from the last
+  block_size // 2 tokens (one forward pass of half a block), and filling resumes.
+  Identical to exact while the sequence fits in block_size; after that each token sees
+  between block_size // 2 and block_size tokens of context instead of exactly
+  block_size, at roughly one full forward pass per block_size // 2 tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from mlx_gpt.data import CharTokenizer
+from mlx_gpt.errors import UserError
+from mlx_gpt.model import GPT
+from mlx_gpt.sampling import Sampler
+
+WINDOWS = ("fast", "exact")
+MB = 1024**2
+
+
+def exact_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterator[int]:
+    """The lecture's loop: crop to the last block_size tokens, full forward, sample."""
+    ids = list(ids)
+    block = model.config.block_size
+    for _ in range(n):
+        logits = model(mx.array([ids[-block:]]))[:, -1, :]  # (1, vocab)
+        token = sampler(logits).item()
+        ids.append(token)
+        yield token
+
+
+def cached_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterator[int]:
+    """One token per forward pass through the cache; re-prefill half a block when full.
+
+    The next token's computation is queued (async_eval) before the current one is handed
+    to the caller, so the device works while the host decodes and prints.
+    """
+    ids = list(ids)
+    block = model.config.block_size
+
+    def prefill(context: list[int]) -> tuple[mx.array, list]:
+        cache = model.make_cache()
+        return sampler(model(mx.array([context]), cache)[:, -1, :]), cache
+
+    y, cache = prefill(ids[-block:])
+    mx.async_eval(y)
+    for i in range(n):
+        if i + 1 < n:
+            if cache[0].offset == block:  # full: restart from the last half block
+                next_y, cache = prefill((ids + [y.item()])[-(block // 2) :])
+            else:
+                next_y = sampler(model(y[:, None], cache)[:, -1, :])
+            mx.async_eval(next_y)
+        token = y.item()
+        ids.append(token)
+        yield token
+        if i + 1 < n:
+            y = next_y
+
+
+@dataclass
+class GenerationResponse:
+    """One streamed step: the new text and the running figures."""
+
+    text: str
+    token: int
+    generated: int
+    tokens_per_sec: float
+    peak_memory_mb: float
+
+
+@dataclass
+class GenerationResult:
+    text: str  # the generated characters, without the prompt
+    prompt_tokens: int
+    generated: int
+    seconds: float
+    tokens_per_sec: float  # generated characters per second, prefill included
+    peak_memory_mb: float
+
+
+def start_ids(tokenizer: CharTokenizer, prompt: str) -> list[int]:
+    """The prompt's ids; with no prompt, a newline (gpt.py starts from token 0)."""
+    if prompt:
+        try:
+            return tokenizer.encode(prompt)
+        except UserError as e:
+            raise UserError(f"prompt: {e}") from None
+    return [tokenizer.stoi.get("\n", 0)]
+
+
+def stream_generate(
+    model: GPT,
+    tokenizer: CharTokenizer,
+    prompt: str,
+    max_tokens: int,
+    sampler: Sampler | None = None,
+    window: str = "fast",
+) -> Iterator[GenerationResponse]:
+    """Yield each generated character as it is produced. Bad arguments raise here, at the
+    call, before anything is generated."""
+    if window not in WINDOWS:
+        raise UserError(f"--window must be one of {', '.join(WINDOWS)}, not {window!r}")
+    if max_tokens < 1:
+        raise UserError("--tokens must be at least 1")
+    ids = start_ids(tokenizer, prompt)
+    model.eval()  # dropout off: gpt.py samples with it on, a bug in the lecture code
+    make_tokens = cached_tokens if window == "fast" else exact_tokens
+    tokens = make_tokens(model, ids, max_tokens, sampler or Sampler())
+    return _responses(tokens, tokenizer)
+
+
+def _responses(tokens: Iterator[int], tokenizer: CharTokenizer) -> Iterator[GenerationResponse]:
+    start = time.perf_counter()
+    for n, token in enumerate(tokens, 1):
+        yield GenerationResponse(
+            text=tokenizer.chars[token],
+            token=token,
+            generated=n,
+            tokens_per_sec=n / (time.perf_counter() - start),
+            peak_memory_mb=mx.get_peak_memory() / MB,
+        )
+
+
+def generate(
+    model: GPT,
+    tokenizer: CharTokenizer,
+    prompt: str,
+    max_tokens: int,
+    sampler: Sampler | None = None,
+    window: str = "fast",
+) -> GenerationResult:
+    start = time.perf_counter()
+    pieces = [
+        r.text for r in stream_generate(model, tokenizer, prompt, max_tokens, sampler, window)
+    ]
+    seconds = time.perf_counter() - start
+    return GenerationResult(
+        text="".join(pieces),
+        prompt_tokens=len(prompt),
+        generated=len(pieces),
+        seconds=seconds,
+        tokens_per_sec=len(pieces) / seconds,
+        peak_memory_mb=mx.get_peak_memory() / MB,
+    )
