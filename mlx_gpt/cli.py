@@ -211,6 +211,9 @@ def _train(cfg, resume: bool) -> None:
         f"at step {result.best_step} | {result.tokens_per_sec:,.0f} tok/s | "
         f"peak {result.peak_memory_mb:,.0f} MB"
     )
+    if result.stopped == "early_stop":
+        print(f"early stop: no new best val loss in {cfg.early_stop} evaluations")
+    print(f"loss curves: {_plot([cfg.run_dir])[0]}")
     if result.stopped == "interrupted":
         print(
             f"latest/ saved. Resume with: python train.py --out-dir {cfg.run_dir} --resume",
@@ -358,6 +361,39 @@ def generate_command(
     finally:
         if output:
             stream.close()
+
+
+@app.command("plot")
+@user_errors
+def plot_command(
+    runs: Annotated[list[str], typer.Argument(help="Run folders (out/PRESET ...).")],
+    output: Annotated[
+        str | None,
+        typer.Option(help="Image file. [default: RUN/loss.png; needed for several runs]"),
+    ] = None,
+    svg: Annotated[bool, typer.Option("--svg", help="Also write an SVG beside the PNG.")] = False,
+) -> None:
+    """Draw train/val loss, the best val step, the overfitting region and the gap.
+
+    Works while a run is still training. Several runs overlay in one figure:
+    `python -m mlx_gpt plot out/small out/tiny --output compare.png`
+    """
+    for path in _plot(runs, output, svg):
+        print(f"wrote {path}")
+
+
+def _plot(runs, output=None, svg=False):
+    """Plot, turning a skipped damaged metrics line into one warning line on stderr."""
+    import warnings
+
+    from mlx_gpt.plot import plot_runs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = plot_runs(runs, output, svg)
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    return written
 
 
 def main() -> None:
