@@ -1,0 +1,61 @@
+"""What both benchmark workers share; imports neither MLX nor PyTorch."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+# Model sizes and batch shapes, named like the training presets.
+CONFIGS = {
+    "lecture": dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, batch_size=64),
+    "small": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, batch_size=12),
+    "quick": dict(block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.0, batch_size=8),
+}
+VOCAB = 65
+MB = 1024**2
+
+
+def model_dims(config: dict) -> dict:
+    keys = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+    return {k: config[k] for k in keys}
+
+
+def flops_per_token(config: dict, n_params: int) -> float:
+    """Training FLOPs per token, as nanoGPT's estimate_mfu counts them (PaLM appendix B):
+    6 per weight (forward + backward) plus attention's 12 * n_layer * n_embd * T; the
+    position table is a lookup and does not count."""
+    c = config
+    non_embedding = n_params - c["block_size"] * c["n_embd"]
+    return 6 * non_embedding + 12 * c["n_layer"] * c["n_embd"] * c["block_size"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / MB if sys.platform == "darwin" else rss / 1024
+
+
+def time_calls(fn, n: int) -> list[float]:
+    """Seconds of each of n calls; fn must block until its work is done."""
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def read_spec() -> dict:
+    return json.loads(sys.argv[1])
+
+
+def emit(result: dict) -> None:
+    """The worker's answer: one JSON line, last on stdout."""
+    print(json.dumps(result), flush=True)

@@ -1,0 +1,100 @@
+"""One MLX measurement in a process of its own: `python bench/mlx_worker.py SPEC_JSON`.
+
+MLX as a user gets it by default: the compiled training step of mlx_gpt, fp32.
+"""
+
+from __future__ import annotations
+
+import time
+
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from common import (  # noqa: E402
+    MB,
+    VOCAB,
+    emit,
+    flops_per_token,
+    median,
+    model_dims,
+    peak_rss_mb,
+    read_spec,
+    time_calls,
+)
+
+from mlx_gpt import linux_blas  # noqa: E402
+from mlx_gpt.config import TrainConfig  # noqa: E402
+from mlx_gpt.generation import cached_tokens, exact_tokens  # noqa: E402
+from mlx_gpt.model import GPT  # noqa: E402
+from mlx_gpt.optimizer import make_optimizer  # noqa: E402
+from mlx_gpt.sampling import Sampler  # noqa: E402
+from mlx_gpt.trainer import make_train_step  # noqa: E402
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+    mx.eval(a @ b)
+    seconds = median(time_calls(lambda: mx.eval(a @ b), repeats))
+    return 2 * n**3 / seconds
+
+
+def main() -> None:
+    spec = read_spec()
+    config = spec["config"]
+    B, T = config["batch_size"], config["block_size"]
+    peak = matmul_peak()
+
+    mx.random.seed(1337)
+    cfg = TrainConfig.from_dict({**model_dims(config), "batch_size": B})
+    model = GPT(cfg.model_config(VOCAB))
+    optimizer = make_optimizer(cfg)
+    optimizer.init(model.trainable_parameters())
+    model.train()
+    step = make_train_step(model, optimizer, cfg.grad_clip)
+    rng = np.random.default_rng(0)
+    x = mx.array(rng.integers(0, VOCAB, (B, T)))
+    y = mx.array(rng.integers(0, VOCAB, (B, T)))
+
+    def one_step():
+        loss = step(x, y)
+        mx.eval(loss, model.state, optimizer.state)
+
+    mx.reset_peak_memory()
+    start = time.perf_counter()
+    one_step()  # traces and compiles
+    compile_s = time.perf_counter() - start
+    times = time_calls(one_step, spec["warmup_steps"])
+    times = time_calls(one_step, spec["train_steps"])
+    step_s = median(times)
+    n_params = model.num_params()
+    result = {
+        "framework": "mlx",
+        "variant": "mlx (compiled, fp32)",
+        "device": mx.default_device().type.name,  # cpu or gpu
+        "version": mx.__version__,
+        "blas": linux_blas.blas_in_use,
+        "params": n_params,
+        "compile_s": compile_s,
+        "ms_per_step": 1000 * step_s,
+        "step_times_ms": [1000 * t for t in times],
+        "tokens_per_sec": B * T / step_s,
+        "peak_memory_mb": mx.get_peak_memory() / MB,
+        "matmul_peak_flops": peak,
+        "model_flops": flops_per_token(config, n_params) * B * T / step_s,
+    }
+    result["peak_share"] = result["model_flops"] / peak
+
+    if spec["gen_tokens"]:
+        model.eval()
+        for name, tokens, n in (
+            ("gen_cached", cached_tokens, spec["gen_tokens"]),
+            ("gen_crop", exact_tokens, spec["gen_crop_tokens"]),
+        ):
+            start = time.perf_counter()
+            produced = sum(1 for _ in tokens(model, [0], n, Sampler(seed=1337)))
+            result[f"{name}_tokens_per_sec"] = produced / (time.perf_counter() - start)
+    result["peak_rss_mb"] = peak_rss_mb()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

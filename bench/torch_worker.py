@@ -1,0 +1,158 @@
+"""One PyTorch measurement in a process of its own: `python bench/torch_worker.py SPEC_JSON`.
+
+Variants: eager fp32 with gpt.py's attention (eager-gptpy) or fused SDPA (eager-sdpa),
+torch.compile of the latter (compile), and mixed precision autocast (bf16 on CPU and
+CUDA, fp16 on MPS).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from common import (
+    MB,
+    VOCAB,
+    emit,
+    flops_per_token,
+    median,
+    model_dims,
+    peak_rss_mb,
+    read_spec,
+    time_calls,
+)
+from torch_gpt import TorchGPT, make_optimizer, pick_device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "mps" else torch.bfloat16
+
+
+def matmul_peak(device, dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def run():
+        a @ b
+        sync(device)
+
+    run()
+    return 2 * n**3 / median(time_calls(run, repeats))
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / MB
+    if device.type == "mps":
+        return torch.mps.driver_allocated_memory() / MB
+    return peak_rss_mb()
+
+
+@torch.no_grad()
+def generate(model, n: int, cached: bool, device) -> int:
+    """gpt.py's crop loop, or the same fast window as mlx_gpt's KV cache."""
+    block = model.block_size
+    ids = [0]
+    gen = torch.Generator(device="cpu").manual_seed(1337)
+
+    def sample(logits):
+        probs = F.softmax(logits.float().cpu(), dim=-1)
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    if not cached:
+        for _ in range(n):
+            ids.append(sample(model(torch.tensor([ids[-block:]], device=device))[0, -1]))
+        return n
+    cache = model.make_cache()
+    logits = model(torch.tensor([ids], device=device), cache)[0, -1]
+    for i in range(n):
+        ids.append(sample(logits))
+        if i + 1 == n:
+            break
+        if cache[0]["offset"] == block:  # full: restart from the last half block
+            cache = model.make_cache()
+            logits = model(torch.tensor([ids[-(block // 2) :]], device=device), cache)[0, -1]
+        else:
+            logits = model(torch.tensor([[ids[-1]]], device=device), cache)[0, -1]
+    return n
+
+
+def main() -> None:
+    spec = read_spec()
+    config, variant = spec["config"], spec["variant"]
+    device = pick_device(spec["device"])
+    torch.set_num_threads(spec["threads"])
+    B, T = config["batch_size"], config["block_size"]
+    autocast = variant.startswith("autocast")
+    peak = matmul_peak(device, autocast_dtype(device) if autocast else torch.float32)
+
+    torch.manual_seed(1337)
+    attention = "gptpy" if variant == "eager-gptpy" else "sdpa"
+    model = TorchGPT(vocab_size=VOCAB, attention=attention, **model_dims(config)).to(device)
+    optimizer = make_optimizer(model, 3e-4, (0.9, 0.999), 0.01, False)  # gpt.py's AdamW
+    forward = torch.compile(model) if variant == "compile" else model
+    x = torch.randint(0, VOCAB, (B, T), device=device)
+    y = torch.randint(0, VOCAB, (B, T), device=device)
+
+    def one_step():
+        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=autocast):
+            logits = forward(x)
+            loss = F.cross_entropy(logits.view(-1, VOCAB), y.view(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        sync(device)
+
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    one_step()
+    compile_s = time.perf_counter() - start
+    time_calls(one_step, spec["warmup_steps"])
+    times = time_calls(one_step, spec["train_steps"])
+    step_s = median(times)
+    n_params = sum(p.numel() for p in model.parameters())
+    result = {
+        "framework": "torch",
+        "variant": variant,
+        "device": str(device),
+        "version": torch.__version__,
+        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "threads": torch.get_num_threads(),
+        "params": n_params,
+        "compile_s": compile_s,
+        "ms_per_step": 1000 * step_s,
+        "step_times_ms": [1000 * t for t in times],
+        "tokens_per_sec": B * T / step_s,
+        "peak_memory_mb": peak_memory_mb(device),
+        "matmul_peak_flops": peak,
+        "model_flops": flops_per_token(config, n_params) * B * T / step_s,
+    }
+    result["peak_share"] = result["model_flops"] / peak
+    if spec["gen_tokens"]:
+        model.eval()
+        for name, cached, n in (
+            ("gen_cached", True, spec["gen_tokens"]),
+            ("gen_crop", False, spec["gen_crop_tokens"]),
+        ):
+            start = time.perf_counter()
+            produced = generate(model, n, cached, device)
+            result[f"{name}_tokens_per_sec"] = produced / (time.perf_counter() - start)
+    result["peak_rss_mb"] = peak_rss_mb()
+    result["env_threads"] = os.environ.get("OMP_NUM_THREADS")
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
