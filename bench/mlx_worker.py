@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import time
 
-import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
-from common import (  # noqa: E402
+# isort: off
+import mlx_gpt  # noqa: F401  (first: on Linux it points MLX at OpenBLAS before mlx.core loads)
+import mlx.core as mx
+
+# isort: on
+import numpy as np
+from common import (
     MB,
     VOCAB,
     emit,
@@ -21,13 +25,13 @@ from common import (  # noqa: E402
     time_calls,
 )
 
-from mlx_gpt import linux_blas  # noqa: E402
-from mlx_gpt.config import TrainConfig  # noqa: E402
-from mlx_gpt.generation import cached_tokens, exact_tokens  # noqa: E402
-from mlx_gpt.model import GPT  # noqa: E402
-from mlx_gpt.optimizer import make_optimizer  # noqa: E402
-from mlx_gpt.sampling import Sampler  # noqa: E402
-from mlx_gpt.trainer import make_train_step  # noqa: E402
+from mlx_gpt import linux_blas
+from mlx_gpt.config import TrainConfig
+from mlx_gpt.generation import cached_tokens, exact_tokens
+from mlx_gpt.model import GPT
+from mlx_gpt.optimizer import make_optimizer
+from mlx_gpt.sampling import Sampler
+from mlx_gpt.trainer import make_train_step
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -72,6 +76,7 @@ def main() -> None:
         "device": mx.default_device().type.name,  # cpu or gpu
         "version": mx.__version__,
         "blas": linux_blas.blas_in_use,
+        "sgemm_from": linux_blas.sgemm_provider(),
         "params": n_params,
         "compile_s": compile_s,
         "ms_per_step": 1000 * step_s,

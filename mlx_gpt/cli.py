@@ -231,7 +231,7 @@ def environment_line() -> str:
         blas = "Accelerate"
     else:
         blas = linux_blas.blas_in_use
-    return f"device {mx.default_device()} | BLAS {blas}"
+    return f"device {mx.default_device().type.name} | BLAS {blas}"
 
 
 @app.command("info")

@@ -104,11 +104,14 @@ def setup() -> None:
     if _done or not sys.platform.startswith("linux") or os.environ.get("MLX_GPT_NO_BLAS"):
         return
     _done = True
+    _keep_heap()
     if "mlx.core" in sys.modules:
+        # MLX has bound its BLAS symbols already; loading OpenBLAS now changes nothing.
         warnings.warn(
-            "mlx.core was imported before mlx_gpt, so MLX may keep its slow reference BLAS; "
+            "mlx.core was imported before mlx_gpt, so MLX keeps its slow reference BLAS; "
             "import mlx_gpt first",
             stacklevel=3,
         )
+        blas_in_use = f"{BUNDLED} (mlx.core was imported before mlx_gpt)"
+        return
     blas_in_use = _load_openblas() or BUNDLED
-    _keep_heap()

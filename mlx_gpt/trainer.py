@@ -216,91 +216,98 @@ class Trainer:
         self.run.write_config(self.cfg, self.model.config, self.command)
 
     def train(self, reporters: list[Reporter] = ()) -> TrainResult:
-        cfg, st = self.cfg, self.state
+        """Train to max_iters (or an early stop, or Ctrl-C); every record goes to
+        metrics.jsonl and to each reporter."""
         self._prepare_folder()
         logger = JsonlLogger(self.run.metrics_file)
-        tokens_per_step = cfg.batch_size * cfg.block_size
-        self.model.train()
-        step_fn = make_train_step(self.model, self.optimizer, cfg.grad_clip)
-        run_start = time.perf_counter() - st["elapsed_s"]
-        train_time = 0.0  # seconds spent in steps this session, for the overall rate
-        steps_this_session = 0
-        stopped = "finished"
-
-        def emit(r: Record) -> None:
-            r["lr"] = self.optimizer.learning_rate.item()
-            r["peak_memory_mb"] = round(mx.get_peak_memory() / MB, 1)
-            r["elapsed_s"] = st["elapsed_s"] = round(time.perf_counter() - run_start, 3)
-            for fn in (logger, *reporters):
-                fn(r)
-
-        def evaluate(r: Record) -> bool:
-            """Evaluate, checkpoint, and say whether early stopping calls a halt."""
-            losses = estimate_loss(self.model, self.splits, cfg)
-            r["val_loss"], r["eval_train_loss"] = losses["val"], losses["train"]
-            if losses["val"] < st["best_val_loss"]:
-                st.update(best_val_loss=losses["val"], best_step=st["step"], evals_since_best=0)
-                self._save("best")
-            else:
-                st["evals_since_best"] += 1
-            return cfg.early_stop > 0 and st["evals_since_best"] >= cfg.early_stop
-
-        with _deferred_interrupt() as interrupt:
-            if st["step"] == 0:  # the loss at init, for the plot
-                r = {"step": 0, "tokens": 0}
-                evaluate(r)
-                self._save("latest")
-                emit(r)
-            window_losses: list[mx.array] = []
-            window_start = time.perf_counter()
-            while st["step"] < cfg.max_iters:
-                x, y = get_batch(self.splits.train, cfg.batch_size, cfg.block_size, self.data_rng)
-                loss = step_fn(x, y)
-                mx.eval(loss, self.model.state, self.optimizer.state)
-                st["step"] += 1
-                st["tokens"] += tokens_per_step
-                window_losses.append(loss)
-                steps_this_session += 1
-
-                last = st["step"] == cfg.max_iters
-                eval_now = st["step"] % cfg.eval_interval == 0 or last
-                if not (eval_now or interrupt["stop"] or st["step"] % cfg.log_interval == 0):
-                    continue
-                seconds = time.perf_counter() - window_start
-                train_time += seconds
-                n = len(window_losses)
-                r = {
-                    "step": st["step"],
-                    "tokens": st["tokens"],
-                    "train_loss": mx.mean(mx.stack(window_losses)).item(),
-                    "tokens_per_sec": round(n * tokens_per_step / seconds, 1),
-                    "ms_per_step": round(1000 * seconds / n, 2),
-                }
-                halt = evaluate(r) if eval_now else False
-                if eval_now:
-                    self._save("latest")
-                emit(r)
-                if halt:
-                    stopped = "early_stop"
-                    reason = (
-                        f"no new best val loss in {cfg.early_stop} evaluations; best "
-                        f"{st['best_val_loss']:.4f} at step {st['best_step']}"
-                    )
-                    emit({"step": st["step"], "event": "early_stop", "reason": reason})
-                    break
-                if interrupt["stop"]:  # checked after emit: Ctrl-C may come at any moment
-                    if not eval_now:
-                        self._save("latest")
-                    stopped = "interrupted"
-                    break
-                window_losses = []
-                window_start = time.perf_counter()
-        logger.close()
+        self._emitters = [logger, *reporters]
+        self._run_start = time.perf_counter() - self.state["elapsed_s"]
+        self._train_seconds = 0.0  # in steps this session, for the overall rate
+        self._steps = 0
+        try:
+            with _deferred_interrupt() as interrupt:
+                stopped = self._loop(interrupt)
+        finally:
+            logger.close()
+        tokens = self._steps * self.cfg.batch_size * self.cfg.block_size
         return TrainResult(
-            step=st["step"],
-            best_val_loss=st["best_val_loss"],
-            best_step=st["best_step"],
+            step=self.state["step"],
+            best_val_loss=self.state["best_val_loss"],
+            best_step=self.state["best_step"],
             stopped=stopped,
-            tokens_per_sec=steps_this_session * tokens_per_step / train_time if train_time else 0,
+            tokens_per_sec=tokens / self._train_seconds if self._train_seconds else 0.0,
             peak_memory_mb=mx.get_peak_memory() / MB,
         )
+
+    def _emit(self, r: Record) -> None:
+        r["lr"] = self.optimizer.learning_rate.item()
+        r["peak_memory_mb"] = round(mx.get_peak_memory() / MB, 1)
+        r["elapsed_s"] = round(time.perf_counter() - self._run_start, 3)
+        self.state["elapsed_s"] = r["elapsed_s"]
+        for fn in self._emitters:
+            fn(r)
+
+    def _evaluate(self, r: Record) -> bool:
+        """Evaluate into r, save best/ on a new best, and say whether to stop early."""
+        st = self.state
+        losses = estimate_loss(self.model, self.splits, self.cfg)
+        r["val_loss"], r["eval_train_loss"] = losses["val"], losses["train"]
+        if losses["val"] < st["best_val_loss"]:
+            st.update(best_val_loss=losses["val"], best_step=st["step"], evals_since_best=0)
+            self._save("best")
+        else:
+            st["evals_since_best"] += 1
+        return self.cfg.early_stop > 0 and st["evals_since_best"] >= self.cfg.early_stop
+
+    def _loop(self, interrupt: dict[str, bool]) -> str:
+        """The steps; returns why they ended: finished, early_stop or interrupted."""
+        cfg, st = self.cfg, self.state
+        tokens_per_step = cfg.batch_size * cfg.block_size
+        self.model.train()  # before tracing: the compiled step keeps the mode it saw
+        step_fn = make_train_step(self.model, self.optimizer, cfg.grad_clip)
+        if st["step"] == 0:  # the loss at init, for the plot
+            r = {"step": 0, "tokens": 0}
+            self._evaluate(r)
+            self._save("latest")
+            self._emit(r)
+        window: list[mx.array] = []  # losses since the last record
+        window_start = time.perf_counter()
+        while st["step"] < cfg.max_iters:
+            x, y = get_batch(self.splits.train, cfg.batch_size, cfg.block_size, self.data_rng)
+            loss = step_fn(x, y)
+            mx.eval(loss, self.model.state, self.optimizer.state)
+            st["step"] += 1
+            st["tokens"] += tokens_per_step
+            window.append(loss)
+            self._steps += 1
+
+            eval_now = st["step"] % cfg.eval_interval == 0 or st["step"] == cfg.max_iters
+            if not (eval_now or interrupt["stop"] or st["step"] % cfg.log_interval == 0):
+                continue
+            seconds = time.perf_counter() - window_start
+            self._train_seconds += seconds
+            r = {
+                "step": st["step"],
+                "tokens": st["tokens"],
+                "train_loss": mx.mean(mx.stack(window)).item(),
+                "tokens_per_sec": round(len(window) * tokens_per_step / seconds, 1),
+                "ms_per_step": round(1000 * seconds / len(window), 2),
+            }
+            halt = self._evaluate(r) if eval_now else False
+            if eval_now:
+                self._save("latest")
+            self._emit(r)
+            if halt:
+                reason = (
+                    f"no new best val loss in {cfg.early_stop} evaluations; best "
+                    f"{st['best_val_loss']:.4f} at step {st['best_step']}"
+                )
+                self._emit({"step": st["step"], "event": "early_stop", "reason": reason})
+                return "early_stop"
+            if interrupt["stop"]:  # checked after emit: Ctrl-C may come at any moment
+                if not eval_now:
+                    self._save("latest")
+                return "interrupted"
+            window = []
+            window_start = time.perf_counter()
+        return "finished"

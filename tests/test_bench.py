@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ def test_quick_compare_writes_both_frameworks(cli, tmp_path):
         assert by_label[label]["gen_cached_tokens_per_sec"] > 0
         assert by_label[label]["gen_crop_tokens_per_sec"] > 0
     assert by_label["MLX"]["params"] == by_label["torch eager-sdpa"]["params"]
+    if sys.platform.startswith("linux"):  # the MLX worker must run on the optimized BLAS
+        assert by_label["MLX"]["blas"].startswith("OpenBLAS"), by_label["MLX"]["blas"]
     meta = data["meta"]
     assert meta["versions"]["mlx"] and meta["versions"]["torch"] and meta["threads"] >= 1
     assert "Training" in result.stdout and "MLX ÷ this" in result.stdout

@@ -143,3 +143,12 @@ def test_info_reports_the_optimized_blas(cli):
     assert "BLAS OpenBLAS" in result.stdout
     assert "cblas_sgemm from:" in result.stdout and "libopenblas" in result.stdout
     assert "GFLOP/s" in result.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS loader is Linux-only")
+def test_importing_mlx_core_first_is_reported_not_hidden(cli):
+    code = "import mlx.core; import mlx_gpt.linux_blas as b; print(b.blas_in_use)"
+    result = cli("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert "imported before mlx_gpt" in result.stdout
+    assert "import mlx_gpt first" in result.stderr  # the warning
