@@ -48,6 +48,37 @@ def time_calls(fn, n: int) -> list[float]:
     return times
 
 
+def training_figures(
+    config: dict, n_params: int, compile_s: float, times: list[float], matmul_peak: float
+) -> dict:
+    """The training row of a result: speed, and model FLOP/s against the matmul peak."""
+    tokens = config["batch_size"] * config["block_size"]
+    step_s = median(times)
+    model_flops = flops_per_token(config, n_params) * tokens / step_s
+    return {
+        "params": n_params,
+        "compile_s": compile_s,
+        "ms_per_step": 1000 * step_s,
+        "step_times_ms": [1000 * t for t in times],
+        "tokens_per_sec": tokens / step_s,
+        "matmul_peak_flops": matmul_peak,
+        "model_flops": model_flops,
+        "peak_share": model_flops / matmul_peak,
+    }
+
+
+def generation_figures(spec: dict, generate) -> dict:
+    """Characters/sec of generate(n, cached) -> characters produced, with the KV cache
+    and with gpt.py's crop loop; nothing when the spec asks for no generation."""
+    figures = {}
+    if spec["gen_tokens"]:
+        for name, cached in (("gen_cached", True), ("gen_crop", False)):
+            start = time.perf_counter()
+            produced = generate(spec["gen_tokens"], cached)
+            figures[f"{name}_tokens_per_sec"] = produced / (time.perf_counter() - start)
+    return figures
+
+
 def median(xs):
     return statistics.median(xs)
 

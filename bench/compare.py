@@ -224,7 +224,6 @@ def main(
             "device": torch_device,
             "threads": threads,
             "gen_tokens": gen_tokens,
-            "gen_crop_tokens": gen_tokens,
         }
         jobs = [("mlx_worker.py", "mlx", "MLX")]
         jobs += [("torch_worker.py", v, f"torch {v}") for v in torch_variants]

@@ -17,12 +17,13 @@ from common import (
     MB,
     VOCAB,
     emit,
-    flops_per_token,
+    generation_figures,
     median,
     model_dims,
     peak_rss_mb,
     read_spec,
     time_calls,
+    training_figures,
 )
 
 from mlx_gpt import linux_blas
@@ -66,10 +67,8 @@ def main() -> None:
     start = time.perf_counter()
     one_step()  # traces and compiles
     compile_s = time.perf_counter() - start
-    times = time_calls(one_step, spec["warmup_steps"])
+    time_calls(one_step, spec["warmup_steps"])
     times = time_calls(one_step, spec["train_steps"])
-    step_s = median(times)
-    n_params = model.num_params()
     result = {
         "framework": "mlx",
         "variant": "mlx (compiled, fp32)",
@@ -77,26 +76,16 @@ def main() -> None:
         "version": mx.__version__,
         "blas": linux_blas.blas_in_use,
         "sgemm_from": linux_blas.sgemm_provider(),
-        "params": n_params,
-        "compile_s": compile_s,
-        "ms_per_step": 1000 * step_s,
-        "step_times_ms": [1000 * t for t in times],
-        "tokens_per_sec": B * T / step_s,
+        **training_figures(config, model.num_params(), compile_s, times, peak),
         "peak_memory_mb": mx.get_peak_memory() / MB,
-        "matmul_peak_flops": peak,
-        "model_flops": flops_per_token(config, n_params) * B * T / step_s,
     }
-    result["peak_share"] = result["model_flops"] / peak
 
-    if spec["gen_tokens"]:
-        model.eval()
-        for name, tokens, n in (
-            ("gen_cached", cached_tokens, spec["gen_tokens"]),
-            ("gen_crop", exact_tokens, spec["gen_crop_tokens"]),
-        ):
-            start = time.perf_counter()
-            produced = sum(1 for _ in tokens(model, [0], n, Sampler(seed=1337)))
-            result[f"{name}_tokens_per_sec"] = produced / (time.perf_counter() - start)
+    def generate(n: int, cached: bool) -> int:
+        tokens = cached_tokens if cached else exact_tokens
+        return sum(1 for _ in tokens(model, [0], n, Sampler(seed=1337)))
+
+    model.eval()
+    result.update(generation_figures(spec, generate))
     result["peak_rss_mb"] = peak_rss_mb()
     emit(result)
 

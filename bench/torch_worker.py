@@ -16,12 +16,13 @@ from common import (
     MB,
     VOCAB,
     emit,
-    flops_per_token,
+    generation_figures,
     median,
     model_dims,
     peak_rss_mb,
     read_spec,
     time_calls,
+    training_figures,
 )
 from torch_gpt import TorchGPT, make_optimizer, pick_device
 
@@ -121,7 +122,6 @@ def main() -> None:
     compile_s = time.perf_counter() - start
     time_calls(one_step, spec["warmup_steps"])
     times = time_calls(one_step, spec["train_steps"])
-    step_s = median(times)
     n_params = sum(p.numel() for p in model.parameters())
     result = {
         "framework": "torch",
@@ -130,25 +130,11 @@ def main() -> None:
         "version": torch.__version__,
         "blas": "MKL" if torch.backends.mkl.is_available() else "other",
         "threads": torch.get_num_threads(),
-        "params": n_params,
-        "compile_s": compile_s,
-        "ms_per_step": 1000 * step_s,
-        "step_times_ms": [1000 * t for t in times],
-        "tokens_per_sec": B * T / step_s,
+        **training_figures(config, n_params, compile_s, times, peak),
         "peak_memory_mb": peak_memory_mb(device),
-        "matmul_peak_flops": peak,
-        "model_flops": flops_per_token(config, n_params) * B * T / step_s,
     }
-    result["peak_share"] = result["model_flops"] / peak
-    if spec["gen_tokens"]:
-        model.eval()
-        for name, cached, n in (
-            ("gen_cached", True, spec["gen_tokens"]),
-            ("gen_crop", False, spec["gen_crop_tokens"]),
-        ):
-            start = time.perf_counter()
-            produced = generate(model, n, cached, device)
-            result[f"{name}_tokens_per_sec"] = produced / (time.perf_counter() - start)
+    model.eval()
+    result.update(generation_figures(spec, lambda n, cached: generate(model, n, cached, device)))
     result["peak_rss_mb"] = peak_rss_mb()
     result["env_threads"] = os.environ.get("OMP_NUM_THREADS")
     emit(result)

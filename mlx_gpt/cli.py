@@ -335,7 +335,7 @@ def generate_command(
         if not ok:
             raise UserError(message)
     if prompt_file:
-        prompt = load_text(prompt_file)
+        prompt = load_text(prompt_file, flag="--prompt-file")
     run = RunFolder(out_dir) if out_dir else latest_run()
     if not run.path.is_dir():
         raise UserError(f"no run folder {run.path}; train one first with `python train.py`")

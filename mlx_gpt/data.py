@@ -15,19 +15,20 @@ from mlx_gpt.errors import UserError
 SHAKESPEARE = "tinyshakespeare.txt"
 
 
-def load_text(path: str | Path | None = None) -> str:
-    """The corpus: a UTF-8 file, or (path None) the tiny Shakespeare shipped with us."""
+def load_text(path: str | Path | None = None, flag: str = "--data") -> str:
+    """The corpus: a UTF-8 file, or (path None) the tiny Shakespeare shipped with us.
+    `flag` names the option the path came from, for the error message."""
     if path is None:
         return resources.files("mlx_gpt").joinpath("assets", SHAKESPEARE).read_text("utf-8")
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"data file {p} does not exist; pass --data with a UTF-8 text file")
+        raise UserError(f"{flag} {p} does not exist; give the path of a UTF-8 text file")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"data file {p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UserError(f"{flag} {p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not text:
-        raise UserError(f"data file {p} is empty; pass --data with a non-empty text file")
+        raise UserError(f"{flag} {p} is empty; give a file with some text in it")
     return text
 
 

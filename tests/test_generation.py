@@ -157,7 +157,7 @@ BAD = [
     (["--temperature", "-1"], "--temperature"),
     (["--window", "wide"], "--window"),
     (["--prompt", "Zebra\u00e9"], "'\u00e9'"),
-    (["--prompt-file", "/nonexistent.txt"], "does not exist"),
+    (["--prompt-file", "/nonexistent.txt"], "--prompt-file /nonexistent.txt does not exist"),
     (["--checkpoint", "oldest"], "--checkpoint"),
 ]
 
