@@ -190,7 +190,10 @@ def main(
     ] = ",".join(TORCH_VARIANTS),
     gen_tokens: Annotated[int, typer.Option(help="Characters to generate (0: skip).")] = 3000,
     threads: Annotated[
-        int, typer.Option(help="CPU threads for both frameworks. [default: all cores]")
+        int,
+        typer.Option(
+            help="CPU threads for both frameworks. [default: all cores]", show_default=False
+        ),
     ] = 0,
     json_path: Annotated[
         str | None,
