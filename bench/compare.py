@@ -192,12 +192,12 @@ def main(
     threads: Annotated[
         int,
         typer.Option(
-            help="CPU threads for both frameworks. [default: all cores]", show_default=False
+            help="CPU threads for both frameworks (default: all cores).", show_default=False
         ),
     ] = 0,
     json_path: Annotated[
         str | None,
-        typer.Option("--json", help="Results file. [default: bench/results/DEVICE-DATE.json]"),
+        typer.Option("--json", help="Results file (default: bench/results/DEVICE-DATE.json)."),
     ] = None,
 ) -> None:
     """MLX vs PyTorch on the lecture's GPT: training and generation speed, peak memory.
