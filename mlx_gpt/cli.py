@@ -317,17 +317,14 @@ def generate_command(
     window: Annotated[str, typer.Option(help="fast (KV cache) or exact (gpt.py).")] = "fast",
 ) -> None:
     from mlx_gpt.data import load_text
-    from mlx_gpt.generation import WINDOWS, stream_generate
+    from mlx_gpt.generation import stream_generate
     from mlx_gpt.run import RunFolder, latest_run
     from mlx_gpt.sampling import Sampler
 
+    # --tokens, --window and the sampling settings are checked by the library, before
+    # anything is printed; these are the command line's own.
     checks = [
-        (tokens >= 1, "--tokens must be at least 1"),
-        (top_k is None or top_k >= 1, "--top-k must be at least 1"),
-        (top_p is None or 0 < top_p <= 1, "--top-p must be in (0, 1]"),
-        (temperature >= 0, "--temperature must be >= 0 (0 is greedy)"),
         (num_samples >= 1, "--num-samples must be at least 1"),
-        (window in WINDOWS, f"--window must be one of {', '.join(WINDOWS)}"),
         (checkpoint in ("best", "latest"), "--checkpoint must be best or latest"),
         (not (prompt and prompt_file), "give --prompt or --prompt-file, not both"),
     ]

@@ -25,11 +25,11 @@ import mlx.core as mx
 
 from mlx_gpt.data import CharTokenizer
 from mlx_gpt.errors import UserError
+from mlx_gpt.metrics import peak_memory_mb
 from mlx_gpt.model import GPT
 from mlx_gpt.sampling import Sampler
 
 WINDOWS = ("fast", "exact")
-MB = 1024**2
 
 
 def exact_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterator[int]:
@@ -132,7 +132,7 @@ def _responses(tokens: Iterator[int], tokenizer: CharTokenizer) -> Iterator[Gene
             token=token,
             generated=n,
             tokens_per_sec=n / (time.perf_counter() - start),
-            peak_memory_mb=mx.get_peak_memory() / MB,
+            peak_memory_mb=peak_memory_mb(),
         )
 
 
@@ -155,5 +155,5 @@ def generate(
         generated=len(pieces),
         seconds=seconds,
         tokens_per_sec=len(pieces) / seconds,
-        peak_memory_mb=mx.get_peak_memory() / MB,
+        peak_memory_mb=peak_memory_mb(),
     )

@@ -13,7 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+import mlx.core as mx
+
 Record = dict[str, Any]
+
+
+def peak_memory_mb() -> float:
+    """MLX's peak memory so far, in MiB: the figure every record and result carries."""
+    return mx.get_peak_memory() / 2**20
 
 
 class JsonlLogger:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from mlx_gpt.errors import UserError
+
 
 def top_k_filter(logits: mx.array, k: int) -> mx.array:
     """Keep the k largest logits of each row (ties with the k-th stay); the rest -> -inf."""
@@ -36,6 +38,12 @@ class Sampler:
         top_p: float | None = None,
         seed: int = 1337,
     ):
+        if temperature < 0:
+            raise UserError("--temperature must be >= 0 (0 is greedy)")
+        if top_k is not None and top_k < 1:
+            raise UserError("--top-k must be at least 1")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise UserError("--top-p must be in (0, 1]")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.key = mx.random.key(seed)
 

@@ -31,13 +31,12 @@ from mlx_gpt import checkpoint
 from mlx_gpt.config import MODEL_FIELDS, TrainConfig, flag
 from mlx_gpt.data import CharTokenizer, Splits, get_batch, load_text
 from mlx_gpt.errors import UserError
-from mlx_gpt.metrics import JsonlLogger, Record, truncate_after
+from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.model import GPT
 from mlx_gpt.optimizer import make_optimizer
 from mlx_gpt.run import RunFolder
 
 Reporter = Callable[[Record], None]
-MB = 1024**2
 
 
 def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
@@ -236,12 +235,12 @@ class Trainer:
             best_step=self.state["best_step"],
             stopped=stopped,
             tokens_per_sec=tokens / self._train_seconds if self._train_seconds else 0.0,
-            peak_memory_mb=mx.get_peak_memory() / MB,
+            peak_memory_mb=peak_memory_mb(),
         )
 
     def _emit(self, r: Record) -> None:
         r["lr"] = self.optimizer.learning_rate.item()
-        r["peak_memory_mb"] = round(mx.get_peak_memory() / MB, 1)
+        r["peak_memory_mb"] = round(peak_memory_mb(), 1)
         r["elapsed_s"] = round(time.perf_counter() - self._run_start, 3)
         self.state["elapsed_s"] = r["elapsed_s"]
         for fn in self._emitters:
