@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from common import CONFIGS
+from common import CONFIGS, SIMD_FLAGS, cpu_flags, cpu_name, native_bf16
 from rich.console import Console
 from rich.table import Table
 
@@ -42,39 +42,33 @@ BLAS_ENV = (
 # (warm-up steps, timed steps) after the first (compiling) step, per configuration: a
 # stable median within the 15-minute budget (a lecture step takes ~12 s on a 2-core CPU).
 STEPS = {"quick": (2, 10), "small": (3, 15), "lecture": (0, 3)}
+# Seconds a worker may take before it is stopped and its row marked `timeout`: about 5x
+# what it takes on a 2-core AVX-512 CPU, to leave room for a CPU 6x slower than that
+# (the lecture's crop loop alone samples 3000 characters at ~13 tok/s there).
+TIMEOUTS = {"quick": 60, "small": 300, "lecture": 1800}
 
 err = Console(stderr=True)
 
 
-def run_worker(worker: str, spec: dict, threads: int) -> dict:
+def run_worker(worker: str, spec: dict, threads: int, timeout: float) -> dict:
+    """The worker's last JSON line. A worker past `timeout` seconds is stopped; what it
+    had reported by then (its training figures) is kept and marked `timeout`."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    proc = subprocess.run(
-        [sys.executable, str(HERE / worker), json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=HERE,
-    )
+    command = [sys.executable, str(HERE / worker), json.dumps(spec)]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=HERE, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        lines = out.strip().splitlines()
+        partial = json.loads(lines[-1]) if lines else {}
+        return {**partial, "timeout": timeout}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": reason[:200]}
     return json.loads(lines[-1])
-
-
-def cpu_name() -> str:
-    if sys.platform == "darwin":
-        out = subprocess.run(
-            ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict:
@@ -93,6 +87,17 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def status_cell(r: dict) -> str | None:
+    """Why a row has no figures, or None when it has them."""
+    if "error" in r:
+        return f"[red]failed: {r['error']}"
+    if "skipped" in r:
+        return f"[yellow]skipped: {r['skipped']}"
+    if "tokens_per_sec" not in r:
+        return f"[red]timeout after {r['timeout']:g} s"
+    return None
+
+
 def training_table(results: list[dict]) -> Table:
     table = Table(title="Training (one optimizer step, fp32 unless the variant says)")
     table.add_column("config")
@@ -105,8 +110,8 @@ def training_table(results: list[dict]) -> Table:
         rows = [r for r in results if r["config"] == config]
         mlx = next((r for r in rows if r.get("framework") == "mlx"), {})
         for r in rows:
-            if "error" in r:
-                table.add_row(config, r["label"], f"[red]failed: {r['error']}", *[""] * 8)
+            if status := status_cell(r):
+                table.add_row(config, r["label"], status, *[""] * 8)
                 continue
             table.add_row(
                 config,
@@ -133,9 +138,12 @@ def generation_table(results: list[dict], tokens: int) -> Table:
         table.add_column(col, justify="right")
     table.add_column("MLX ÷ this (crop)", justify="right")
     for config in dict.fromkeys(r["config"] for r in results):
-        rows = [r for r in results if r["config"] == config and "gen_cached_tokens_per_sec" in r]
+        rows = [r for r in results if r["config"] == config and r.get("gen_tokens")]
         mlx = next((r for r in rows if r["framework"] == "mlx"), {})
         for r in rows:
+            if "gen_crop_tokens_per_sec" not in r:
+                table.add_row(config, r["label"], status_cell(r) or "[red]timeout", *[""] * 4)
+                continue
             cached, crop = r["gen_cached_tokens_per_sec"], r["gen_crop_tokens_per_sec"]
             table.add_row(
                 config,
@@ -149,12 +157,14 @@ def generation_table(results: list[dict], tokens: int) -> Table:
     return table
 
 
-def bar_chart(results: list[dict], path: Path) -> None:
+def bar_chart(results: list[dict], path: Path) -> bool:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ok = [r for r in results if "error" not in r]
+    ok = [r for r in results if status_cell(r) is None]
     configs = list(dict.fromkeys(r["config"] for r in ok))
+    if not configs:
+        return False  # nothing measured: no chart
     fig = Figure(figsize=(11, 4 + 1.2 * len(configs)), layout="constrained")
     axes = fig.subplots(len(configs), 2, squeeze=False)
     for (train_ax, gen_ax), config in zip(axes, configs, strict=True):
@@ -163,7 +173,7 @@ def bar_chart(results: list[dict], path: Path) -> None:
         train_ax.barh([r["label"] for r in rows], [r["tokens_per_sec"] for r in rows], color=colors)
         train_ax.set_title(f"{config}: training tokens/s")
         train_ax.invert_yaxis()
-        gen = [r for r in rows if "gen_cached_tokens_per_sec" in r]
+        gen = [r for r in rows if "gen_crop_tokens_per_sec" in r]
         labels, values = [], []
         for r in gen:
             labels += [f"{r['label']} KV cache", f"{r['label']} crop loop"]
@@ -173,6 +183,7 @@ def bar_chart(results: list[dict], path: Path) -> None:
         gen_ax.invert_yaxis()
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100)
+    return True
 
 
 def main(
@@ -193,6 +204,13 @@ def main(
         int,
         typer.Option(
             help="CPU threads for both frameworks (default: all cores).", show_default=False
+        ),
+    ] = 0,
+    worker_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds before a worker is stopped and marked timeout "
+            f"(0: per config, {', '.join(f'{k} {v}' for k, v in TIMEOUTS.items())}).",
         ),
     ] = 0,
     json_path: Annotated[
@@ -234,20 +252,23 @@ def main(
         for worker, variant, label in jobs:
             with err.status(f"{name}: {label} ..."):
                 gen = gen_tokens if variant in ("mlx", GEN_VARIANT) else 0
-                result = run_worker(
-                    worker, {**spec, "variant": variant, "gen_tokens": gen}, threads
-                )
-            result.update(config=name, label=label)
+                job = {**spec, "variant": variant, "gen_tokens": gen}
+                result = run_worker(worker, job, threads, worker_timeout or TIMEOUTS[name])
+            result.update(config=name, label=label, gen_tokens=gen)
             result.setdefault("framework", "mlx" if variant == "mlx" else "torch")
-            err.print(f"{name}: {label} " + ("failed" if "error" in result else "done"))
+            outcome = next((k for k in ("error", "skipped", "timeout") if k in result), "done")
+            err.print(f"{name}: {label} {outcome}")
             results.append(result)
 
     devices = list(dict.fromkeys(r["device"] for r in results if "device" in r))
+    flags = cpu_flags()
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": sys.argv,
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "cpu_flags": {f: f in flags for f in SIMD_FLAGS},
+        "native_bf16": native_bf16(),
         "devices": devices,
         "versions": versions(),
         "blas": sorted({r["blas"] for r in results if "blas" in r}),
@@ -258,8 +279,9 @@ def main(
     out.print(training_table(results))
     if gen_tokens:
         out.print(generation_table(results, gen_tokens))
+    simd = ", ".join(f"{f} {'yes' if has else 'no'}" for f, has in meta["cpu_flags"].items())
     out.print(
-        f"{meta['cpu']} | {', '.join(devices)} | BLAS: {'; '.join(meta['blas'])} | "
+        f"{meta['cpu']} ({simd}) | {', '.join(devices)} | BLAS: {'; '.join(meta['blas'])} | "
         f"{threads} threads | env: {meta['env'] or 'no BLAS variables set'}"
     )
     if "OPENBLAS_CORETYPE" in meta["env"]:
@@ -274,8 +296,8 @@ def main(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    bar_chart(results, path.with_suffix(".png"))
-    out.print(f"wrote {path} and {path.with_suffix('.png')}")
+    chart = path.with_suffix(".png")
+    out.print(f"wrote {path}" + (f" and {chart}" if bar_chart(results, chart) else ""))
 
 
 if __name__ == "__main__":

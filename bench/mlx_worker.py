@@ -44,6 +44,7 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 def main() -> None:
     spec = read_spec()
+    linux_blas.set_threads(spec["threads"])
     config = spec["config"]
     B, T = config["batch_size"], config["block_size"]
     peak = matmul_peak()
@@ -74,7 +75,10 @@ def main() -> None:
         "variant": "mlx (compiled, fp32)",
         "device": mx.default_device().type.name,  # cpu or gpu
         "version": mx.__version__,
-        "blas": linux_blas.blas_in_use,
+        "blas": linux_blas.describe(),
+        "blas_core": linux_blas.status.core,
+        "blas_threads": linux_blas.status.threads,
+        "blas_warning": linux_blas.warning(),
         "sgemm_from": linux_blas.sgemm_provider(),
         **training_figures(config, model.num_params(), compile_s, times, peak),
         "peak_memory_mb": mx.get_peak_memory() / MB,
@@ -84,6 +88,8 @@ def main() -> None:
         tokens = cached_tokens if cached else exact_tokens
         return sum(1 for _ in tokens(model, [0], n, Sampler(seed=1337)))
 
+    result["peak_rss_mb"] = peak_rss_mb()
+    emit(result)  # the training figures survive a generation that runs out of time
     model.eval()
     result.update(generation_figures(spec, generate))
     result["peak_rss_mb"] = peak_rss_mb()

@@ -19,6 +19,7 @@ from common import (
     generation_figures,
     median,
     model_dims,
+    native_bf16,
     peak_rss_mb,
     read_spec,
     time_calls,
@@ -94,6 +95,10 @@ def main() -> None:
     torch.set_num_threads(spec["threads"])
     B, T = config["batch_size"], config["block_size"]
     autocast = variant.startswith("autocast")
+    if autocast and device.type == "cpu" and not native_bf16():
+        # Emulated bf16 would take minutes per matmul and measure the emulation.
+        emit({"framework": "torch", "variant": variant, "skipped": "no native bf16 on this CPU"})
+        return
     peak = matmul_peak(device, autocast_dtype(device) if autocast else torch.float32)
 
     torch.manual_seed(1337)
@@ -133,6 +138,8 @@ def main() -> None:
         **training_figures(config, n_params, compile_s, times, peak),
         "peak_memory_mb": peak_memory_mb(device),
     }
+    result["peak_rss_mb"] = peak_rss_mb()
+    emit(result)  # the training figures survive a generation that runs out of time
     model.eval()
     result.update(generation_figures(spec, lambda n, cached: generate(model, n, cached, device)))
     result["peak_rss_mb"] = peak_rss_mb()

@@ -170,11 +170,13 @@ def train_command(
             rich_help_panel=RUNTIME,
         ),
     ] = None,
+    threads: Annotated[int, _threads_option(RUNTIME)] = 0,
 ) -> None:
     from mlx_gpt.config import TrainConfig, resolve
     from mlx_gpt.run import RunFolder
 
     given = {k: v for k, v in locals().items() if v is not None}
+    apply_threads(threads)
     names = set(TrainConfig.__dataclass_fields__) - {"preset"}
     overrides = {k: v for k, v in given.items() if k in names}
     base = None
@@ -198,6 +200,7 @@ def _train(cfg, resume: bool) -> None:
         f"mlx-gpt: {trainer.model.num_params():,} parameters | preset {cfg.preset} | "
         f"{environment_line()}"
     )
+    blas_warning()
     start = trainer.state["step"]
     verb = f"resuming at step {start}" if resume else "training"
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
@@ -227,41 +230,80 @@ def environment_line() -> str:
 
     from mlx_gpt import linux_blas
 
-    if sys.platform == "darwin":
-        blas = "Accelerate"
-    else:
-        blas = linux_blas.blas_in_use
-    return f"device {mx.default_device().type.name} | BLAS {blas}"
+    return f"device {mx.default_device().type.name} | BLAS {linux_blas.describe()}"
+
+
+def blas_warning() -> None:
+    """One line on stderr when MLX is on its slow reference BLAS: why, and the fix."""
+    from mlx_gpt import linux_blas
+
+    if message := linux_blas.warning():
+        typer.echo(f"warning: {message}", err=True)
+
+
+def apply_threads(threads: int) -> None:
+    """--threads: OpenBLAS's thread count for MLX's matmuls (0: every core)."""
+    from mlx_gpt import linux_blas
+
+    if threads < 0:
+        raise UserError("--threads must be >= 0 (0: every core)")
+    if threads:
+        linux_blas.set_threads(threads)
+
+
+def _threads_option(panel: str | None = None):
+    return typer.Option(
+        help="CPU threads for MLX's matmuls (OpenBLAS on Linux). [default: every core]",
+        show_default=False,
+        rich_help_panel=panel,
+    )
+
+
+def _gflops(matmul, n: int, repeats: int = 10) -> float:
+    import time
+
+    matmul()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        matmul()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 @app.command("info")
-def info_command() -> None:
-    """Versions, device, the BLAS in use and a measured matmul speed."""
+@user_errors
+def info_command(threads: Annotated[int, _threads_option()] = 0) -> None:
+    """Versions, device, the BLAS in use and a measured matmul speed (MLX against numpy)."""
     import os
     import platform
-    import time
 
     import mlx.core as mx
     import numpy as np
 
     from mlx_gpt import __version__, linux_blas
 
+    apply_threads(threads)
     print(f"mlx-gpt {__version__} | mlx {mx.__version__} | numpy {np.__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(environment_line())
     if sys.platform.startswith("linux"):
         print(f"cblas_sgemm from: {linux_blas.sgemm_provider() or 'MLX bundled BLAS'}")
+        status = linux_blas.status
+        if status.problem:
+            print(f"warning: {linux_blas.warning()}")
+        if status.detail:
+            print(status.detail.rstrip())
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(f"{var}={os.environ[var]}")
-    # The lecture model's biggest matmul: (B*T, n_embd) @ (n_embd, 4*n_embd).
-    a, b = mx.random.normal((4096, 384)), mx.random.normal((384, 1536))
-    mx.eval(a @ b)
-    n, t0 = 10, time.perf_counter()
-    for _ in range(n):
-        mx.eval(a @ b)
-    seconds = (time.perf_counter() - t0) / n
-    print(f"matmul 4096x384 @ 384x1536 fp32: {2 * 4096 * 384 * 1536 / seconds / 1e9:.1f} GFLOP/s")
+    n = 1024
+    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+    a_np, b_np = np.array(a), np.array(b)
+    mlx_speed = _gflops(lambda: mx.eval(a @ b), n)
+    numpy_speed = _gflops(lambda: a_np @ b_np, n)
+    print(
+        f"matmul {n}x{n} fp32: MLX {mlx_speed:.1f} GFLOP/s, numpy {numpy_speed:.1f} GFLOP/s "
+        f"(MLX at {mlx_speed / numpy_speed:.2f}x numpy)"
+    )
 
 
 GENERATE_HELP = """Stream Shakespeare-like text from a trained run.
@@ -315,6 +357,7 @@ def generate_command(
         str | None, typer.Option(help="Write the text to this file instead of stdout.")
     ] = None,
     window: Annotated[str, typer.Option(help="fast (KV cache) or exact (gpt.py).")] = "fast",
+    threads: Annotated[int, _threads_option()] = 0,
 ) -> None:
     from mlx_gpt.data import load_text
     from mlx_gpt.generation import stream_generate
@@ -331,6 +374,7 @@ def generate_command(
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    apply_threads(threads)
     if prompt_file:
         prompt = load_text(prompt_file, flag="--prompt-file")
     run = RunFolder(out_dir) if out_dir else latest_run()
@@ -358,6 +402,7 @@ def generate_command(
     finally:
         if output:
             stream.close()
+    blas_warning()
 
 
 @app.command("plot")

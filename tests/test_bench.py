@@ -33,6 +33,41 @@ def test_quick_compare_writes_both_frameworks(cli, tmp_path):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_without_native_bf16_autocast_is_skipped_not_emulated(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_NO_BF16", "1")  # as on a CPU without avx512_bf16 / amx_bf16
+    out = tmp_path / "results.json"
+    args = ["--quick", "--variants", "autocast", "--gen-tokens", "0", "--json", str(out)]
+    result = cli(COMPARE, *args, timeout=300)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    row = next(r for r in data["results"] if r["label"] == "torch autocast")
+    assert row["skipped"] == "no native bf16 on this CPU" and "tokens_per_sec" not in row
+    assert "skipped: no native bf16" in result.stdout
+    assert data["meta"]["native_bf16"] is False
+    assert set(data["meta"]["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+
+
+def test_a_worker_past_its_time_becomes_a_timeout_row(cli, tmp_path):
+    out = tmp_path / "results.json"
+    args = ["--quick", "--variants", "eager-sdpa", "--worker-timeout", "0.5", "--json", str(out)]
+    result = cli(COMPARE, *args, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [r["label"] for r in rows] == ["MLX", "torch eager-sdpa"]
+    assert all(r["timeout"] == 0.5 and "tokens_per_sec" not in r for r in rows)
+    assert "timeout after 0.5 s" in result.stdout.replace("\n", " ")
+    assert "quick: MLX timeout" in result.stderr
+
+
+def test_native_bf16_comes_from_the_cpu_flags(monkeypatch):
+    from common import native_bf16
+
+    monkeypatch.delenv("BENCH_NO_BF16", raising=False)
+    assert native_bf16({"avx2", "avx512f", "avx512_bf16"})
+    assert native_bf16({"avx2", "amx_bf16"}) and native_bf16({"asimd", "bf16"})
+    assert not native_bf16({"avx2", "fma"}) and not native_bf16({"avx2", "avx512f"})
+
+
 def test_compare_rejects_an_unknown_config(cli):
     result = cli(COMPARE, "--configs", "huge")
     assert result.returncode == 2 and "unknown config" in result.stderr
