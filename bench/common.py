@@ -12,6 +12,21 @@ import sys
 import time
 from pathlib import Path
 
+# The end-to-end row: gpt.py's small configuration, trained and evaluated as a user does
+# (the lecture's optimizer: AdamW, lr 3e-4, weight decay 0.01, no schedule).
+END_TO_END = dict(
+    batch_size=12,
+    block_size=64,
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    dropout=0.0,
+    max_iters=2000,
+    eval_interval=250,
+    eval_iters=200,
+    learning_rate=3e-4,
+)
+
 # Model sizes and batch shapes, named like the training presets.
 CONFIGS = {
     "lecture": dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, batch_size=64),
@@ -97,9 +112,20 @@ def time_calls(fn, n: int) -> list[float]:
 
 
 def training_figures(
-    config: dict, n_params: int, compile_s: float, times: list[float], matmul_peak: float
+    config: dict,
+    n_params: int,
+    compile_s: float,
+    times: list[float],
+    matmul_peak: float,
+    min_warmup: int = 0,
 ) -> dict:
-    """The training row of a result: speed, and model FLOP/s against the matmul peak."""
+    """The training row of a result: speed, and model FLOP/s against the matmul peak.
+
+    `times` are the steps after the compiling one; the first `warmup_steps` of them
+    (at least min_warmup) are warm-up, chosen so that the first timed step is not
+    slower than the median of the timed ones."""
+    warmup = warm_up_steps(times, min_warmup)
+    times = times[warmup:]
     tokens = config["batch_size"] * config["block_size"]
     step_s = median(times)
     model_flops = flops_per_token(config, n_params) * tokens / step_s
@@ -107,12 +133,23 @@ def training_figures(
         "params": n_params,
         "compile_s": compile_s,
         "ms_per_step": 1000 * step_s,
+        "warmup_steps": warmup,
         "step_times_ms": [1000 * t for t in times],
         "tokens_per_sec": tokens / step_s,
         "matmul_peak_flops": matmul_peak,
         "model_flops": model_flops,
         "peak_share": model_flops / matmul_peak,
     }
+
+
+def warm_up_steps(times: list[float], min_warmup: int, min_timed: int = 3) -> int:
+    """The fewest leading steps (at least min_warmup) to drop so that the first step
+    left is not slower than the median of those left, keeping min_timed of them."""
+    last = max(min_warmup, len(times) - min_timed)
+    for k in range(min_warmup, last + 1):
+        if times[k] <= median(times[k:]):
+            return k
+    return min(min_warmup, len(times) - 1)
 
 
 def generation_figures(spec: dict, generate) -> dict:

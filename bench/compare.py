@@ -19,13 +19,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from common import CONFIGS, SIMD_FLAGS, cpu_flags, cpu_name, native_bf16
+from common import CONFIGS, END_TO_END, SIMD_FLAGS, cpu_flags, cpu_name, median, native_bf16
 from rich.console import Console
-from rich.table import Table
+from tables import bar_chart, end_to_end_table, generation_table, training_table
 
 HERE = Path(__file__).resolve().parent
 TORCH_VARIANTS = ["eager-gptpy", "eager-sdpa", "compile", "autocast"]
@@ -41,7 +42,7 @@ BLAS_ENV = (
 )
 # (warm-up steps, timed steps) after the first (compiling) step, per configuration: a
 # stable median within the 15-minute budget (a lecture step takes ~12 s on a 2-core CPU).
-STEPS = {"quick": (2, 10), "small": (3, 15), "lecture": (0, 3)}
+STEPS = {"quick": (2, 10), "small": (3, 15), "lecture": (1, 3)}
 # Seconds a worker may take before it is stopped and its row marked `timeout`: about 5x
 # what it takes on a 2-core AVX-512 CPU, to leave room for a CPU 6x slower than that
 # (the lecture's crop loop alone samples 3000 characters at ~13 tok/s there).
@@ -71,6 +72,70 @@ def run_worker(worker: str, spec: dict, threads: int, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+# Figures that are merged over repeats: the row shows their median and their range.
+MERGED = (
+    "ms_per_step",
+    "tokens_per_sec",
+    "model_flops",
+    "peak_share",
+    "gen_cached_tokens_per_sec",
+    "gen_crop_tokens_per_sec",
+    "wall_s",
+)
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """One row from a worker's repeats: the median of each figure, its (min, max), and
+    every run's own figures under `runs`. A row with no complete run keeps the last
+    run's error, skip or timeout."""
+    done = [r for r in runs if not ({"error", "skipped"} & set(r)) and "timeout" not in r]
+    if not done:
+        return {**runs[-1], "runs": runs}
+    row = dict(done[0])
+    for key in MERGED:
+        values = [r[key] for r in done if key in r]
+        if values:
+            row[key] = median(values)
+            row[f"{key}_range"] = (min(values), max(values))
+    row["runs"] = [{k: r.get(k) for k in (*MERGED, "timeout", "error") if k in r} for r in runs]
+    return row
+
+
+def run_end_to_end(config: dict, threads: int, device: str, timeout: float) -> list[dict]:
+    """One whole run of each framework's training loop, timed as a user waits for it:
+    MLX through train.py, PyTorch through gpt.py's loop (bench/torch_train.py)."""
+    import tempfile
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, str(HERE.parent / "train.py"), *flags, "--out-dir", tmp]
+        command += ["--threads", str(threads)]
+        mlx = _timed(command, timeout, {"framework": "mlx", "label": "MLX (train.py)"})
+        if "wall_s" in mlx:
+            metrics = Path(tmp, "metrics.jsonl").read_text().splitlines()
+            mlx["val_loss"] = [json.loads(m) for m in metrics if "val_loss" in m][-1]["val_loss"]
+    data = str(HERE.parent / "mlx_gpt" / "assets" / "tinyshakespeare.txt")
+    spec = {"config": config, "threads": threads, "device": device, "data": data}
+    command = [sys.executable, str(HERE / "torch_train.py"), json.dumps(spec)]
+    torch = _timed(command, timeout, {"framework": "torch", "label": "torch (gpt.py's loop)"})
+    return [mlx, torch]
+
+
+def _timed(command: list[str], timeout: float, row: dict) -> dict:
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=HERE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**row, "timeout": timeout}
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**row, "error": reason[:200]}
+    lines = proc.stdout.strip().splitlines()
+    answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    return {**row, **answer, "wall_s": wall}
+
+
 def versions() -> dict:
     found = {"python": platform.python_version()}
     for name in ("mlx", "torch", "numpy"):
@@ -81,109 +146,6 @@ def versions() -> dict:
         except Exception:
             found[name] = None
     return found
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
-
-
-def status_cell(r: dict) -> str | None:
-    """Why a row has no figures, or None when it has them."""
-    if "error" in r:
-        return f"[red]failed: {r['error']}"
-    if "skipped" in r:
-        return f"[yellow]skipped: {r['skipped']}"
-    if "tokens_per_sec" not in r:
-        return f"[red]timeout after {r['timeout']:g} s"
-    return None
-
-
-def training_table(results: list[dict]) -> Table:
-    table = Table(title="Training (one optimizer step, fp32 unless the variant says)")
-    table.add_column("config")
-    table.add_column("framework", no_wrap=True)
-    for col in ("ms/step", "tokens/s", "MLX ÷ this", "1st step s", "peak MB", "RSS MB"):
-        table.add_column(col, justify="right")
-    for col in ("GFLOP/s", "matmul peak", "% peak"):
-        table.add_column(col, justify="right")
-    for config in dict.fromkeys(r["config"] for r in results):
-        rows = [r for r in results if r["config"] == config]
-        mlx = next((r for r in rows if r.get("framework") == "mlx"), {})
-        for r in rows:
-            if status := status_cell(r):
-                table.add_row(config, r["label"], status, *[""] * 8)
-                continue
-            table.add_row(
-                config,
-                r["label"],
-                f"{r['ms_per_step']:,.1f}",
-                f"{r['tokens_per_sec']:,.0f}",
-                ratio(mlx.get("tokens_per_sec"), r["tokens_per_sec"]),
-                f"{r['compile_s']:.1f}",
-                f"{r['peak_memory_mb']:,.0f}",
-                f"{r['peak_rss_mb']:,.0f}",
-                f"{r['model_flops'] / 1e9:,.1f}",
-                f"{r['matmul_peak_flops'] / 1e9:,.0f}",
-                f"{100 * r['peak_share']:.0f}%",
-            )
-        table.add_section()
-    return table
-
-
-def generation_table(results: list[dict], tokens: int) -> Table:
-    table = Table(title=f"Generation (batch 1, sampling {tokens} characters, fp32)")
-    table.add_column("config")
-    table.add_column("framework", no_wrap=True)
-    for col in ("KV cache tok/s", "crop loop tok/s", "cache ÷ crop", "MLX ÷ this (cache)"):
-        table.add_column(col, justify="right")
-    table.add_column("MLX ÷ this (crop)", justify="right")
-    for config in dict.fromkeys(r["config"] for r in results):
-        rows = [r for r in results if r["config"] == config and r.get("gen_tokens")]
-        mlx = next((r for r in rows if r["framework"] == "mlx"), {})
-        for r in rows:
-            if "gen_crop_tokens_per_sec" not in r:
-                table.add_row(config, r["label"], status_cell(r) or "[red]timeout", *[""] * 4)
-                continue
-            cached, crop = r["gen_cached_tokens_per_sec"], r["gen_crop_tokens_per_sec"]
-            table.add_row(
-                config,
-                r["label"],
-                f"{cached:,.0f}",
-                f"{crop:,.1f}",
-                ratio(cached, crop),
-                ratio(mlx.get("gen_cached_tokens_per_sec"), cached),
-                ratio(mlx.get("gen_crop_tokens_per_sec"), crop),
-            )
-    return table
-
-
-def bar_chart(results: list[dict], path: Path) -> bool:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    ok = [r for r in results if status_cell(r) is None]
-    configs = list(dict.fromkeys(r["config"] for r in ok))
-    if not configs:
-        return False  # nothing measured: no chart
-    fig = Figure(figsize=(11, 4 + 1.2 * len(configs)), layout="constrained")
-    axes = fig.subplots(len(configs), 2, squeeze=False)
-    for (train_ax, gen_ax), config in zip(axes, configs, strict=True):
-        rows = [r for r in ok if r["config"] == config]
-        colors = ["C0" if r["framework"] == "mlx" else "C1" for r in rows]
-        train_ax.barh([r["label"] for r in rows], [r["tokens_per_sec"] for r in rows], color=colors)
-        train_ax.set_title(f"{config}: training tokens/s")
-        train_ax.invert_yaxis()
-        gen = [r for r in rows if "gen_crop_tokens_per_sec" in r]
-        labels, values = [], []
-        for r in gen:
-            labels += [f"{r['label']} KV cache", f"{r['label']} crop loop"]
-            values += [r["gen_cached_tokens_per_sec"], r["gen_crop_tokens_per_sec"]]
-        gen_ax.barh(labels, values, color=["C0", "C0", "C1", "C1"][: len(values)])
-        gen_ax.set_title(f"{config}: generation tokens/s")
-        gen_ax.invert_yaxis()
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100)
-    return True
 
 
 def main(
@@ -213,6 +175,24 @@ def main(
             f"(0: per config, {', '.join(f'{k} {v}' for k, v in TIMEOUTS.items())}).",
         ),
     ] = 0,
+    repeats: Annotated[
+        int,
+        typer.Option(help="Runs of every worker, interleaved (MLX, PyTorch, MLX, ...)."),
+    ] = 2,
+    end_to_end: Annotated[
+        bool,
+        typer.Option(
+            "--end-to-end",
+            help="Also run both whole training loops on gpt.py's small configuration "
+            "(2000 steps, evaluation included) and compare wall time and val loss.",
+        ),
+    ] = False,
+    e2e_max_iters: Annotated[
+        int, typer.Option(help="Steps of the end-to-end runs.", hidden=True)
+    ] = END_TO_END["max_iters"],
+    e2e_eval_iters: Annotated[
+        int, typer.Option(help="Evaluation batches of the end-to-end runs.", hidden=True)
+    ] = END_TO_END["eval_iters"],
     json_path: Annotated[
         str | None,
         typer.Option("--json", help="Results file (default: bench/results/DEVICE-DATE.json)."),
@@ -230,35 +210,49 @@ def main(
     unknown = [n for n in names if n not in CONFIGS]
     torch_variants = [v.strip() for v in variants.split(",") if v.strip()]
     bad = [v for v in torch_variants if v not in TORCH_VARIANTS]
-    if unknown or bad or gen_tokens < 0:
-        err.print(f"error: unknown config {unknown} or variant {bad}; see --help")
+    if unknown or bad or gen_tokens < 0 or repeats < 1:
+        err.print(
+            f"error: unknown config {unknown} or variant {bad}, or --repeats below 1; see --help"
+        )
         raise typer.Exit(2)
     threads = threads or os.cpu_count() or 1
     if quick:
         gen_tokens = min(gen_tokens, 300)
-    results = []
-    for name in names:
-        warmup, steps = STEPS[name]
-        spec = {
-            "config": CONFIGS[name],
-            "warmup_steps": warmup,
-            "train_steps": steps,
-            "device": torch_device,
-            "threads": threads,
-            "gen_tokens": gen_tokens,
-        }
-        jobs = [("mlx_worker.py", "mlx", "MLX")]
-        jobs += [("torch_worker.py", v, f"torch {v}") for v in torch_variants]
-        for worker, variant, label in jobs:
-            with err.status(f"{name}: {label} ..."):
-                gen = gen_tokens if variant in ("mlx", GEN_VARIANT) else 0
-                job = {**spec, "variant": variant, "gen_tokens": gen}
-                result = run_worker(worker, job, threads, worker_timeout or TIMEOUTS[name])
-            result.update(config=name, label=label, gen_tokens=gen)
-            result.setdefault("framework", "mlx" if variant == "mlx" else "torch")
-            outcome = next((k for k in ("error", "skipped", "timeout") if k in result), "done")
-            err.print(f"{name}: {label} {outcome}")
-            results.append(result)
+    jobs = [("mlx_worker.py", "mlx", "MLX")]
+    jobs += [("torch_worker.py", v, f"torch {v}") for v in torch_variants]
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for repeat in range(1, repeats + 1):
+        for name in names:
+            warmup, steps = STEPS[name]
+            spec = {
+                "config": CONFIGS[name],
+                "warmup_steps": warmup,
+                "train_steps": steps,
+                "device": torch_device,
+                "threads": threads,
+                "peak_n": 1024 if name == "quick" else 2048,  # the matmul-peak size
+            }
+            for worker, variant, label in jobs:
+                with err.status(f"{name}: {label} (run {repeat}/{repeats}) ..."):
+                    gen = gen_tokens if variant in ("mlx", GEN_VARIANT) else 0
+                    job = {**spec, "variant": variant, "gen_tokens": gen}
+                    result = run_worker(worker, job, threads, worker_timeout or TIMEOUTS[name])
+                result.update(config=name, label=label, gen_tokens=gen)
+                result.setdefault("framework", "mlx" if variant == "mlx" else "torch")
+                outcome = next((k for k in ("error", "skipped", "timeout") if k in result), "done")
+                err.print(f"{name}: {label} (run {repeat}/{repeats}) {outcome}")
+                runs.setdefault((name, label), []).append(result)
+    results = [merge_runs(r) for r in runs.values()]
+
+    e2e_config = {**END_TO_END, "max_iters": e2e_max_iters, "eval_iters": e2e_eval_iters}
+    e2e_runs: dict[str, list[dict]] = {}
+    for repeat in range(1, repeats + 1 if end_to_end else 1):
+        with err.status(f"end to end (run {repeat}/{repeats}) ..."):
+            timeout = worker_timeout or 3600
+            for row in run_end_to_end(e2e_config, threads, torch_device, timeout):
+                e2e_runs.setdefault(row["label"], []).append(row)
+        err.print(f"end to end (run {repeat}/{repeats}) done")
+    e2e = [merge_runs(r) for r in e2e_runs.values()]
 
     devices = list(dict.fromkeys(r["device"] for r in results if "device" in r))
     flags = cpu_flags()
@@ -276,14 +270,18 @@ def main(
         "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
     }
     out = Console(width=None if sys.stdout.isatty() else 150)
-    out.print(training_table(results))
-    if gen_tokens:
+    if results:
+        out.print(training_table(results))
+    if gen_tokens and results:
         out.print(generation_table(results, gen_tokens))
+    if e2e:
+        out.print(end_to_end_table(e2e, e2e_config))
     simd = ", ".join(f"{f} {'yes' if has else 'no'}" for f, has in meta["cpu_flags"].items())
-    out.print(
-        f"{meta['cpu']} ({simd}) | {', '.join(devices)} | BLAS: {'; '.join(meta['blas'])} | "
-        f"{threads} threads | env: {meta['env'] or 'no BLAS variables set'}"
-    )
+    footer = [f"{meta['cpu']} ({simd})", ", ".join(devices)]
+    footer += [f"BLAS: {'; '.join(meta['blas'])}" if meta["blas"] else ""]
+    footer += [f"{threads} threads", f"env: {meta['env'] or 'no BLAS variables set'}"]
+    footer += [f"{repeats} interleaved runs each: medians, range min-max" if repeats > 1 else ""]
+    out.print(" | ".join(part for part in footer if part))
     if "OPENBLAS_CORETYPE" in meta["env"]:
         out.print("[yellow]OPENBLAS_CORETYPE is set: OpenBLAS may run slower kernels.")
     device_name = "-".join(devices) or "none"
@@ -295,7 +293,11 @@ def main(
         / (f"{platform.system().lower()}-{device_name.replace(':', '')}-{meta['date'][:10]}.json")
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    meta["repeats"] = repeats
+    saved = {"meta": meta, "results": results}
+    if e2e:
+        saved["end_to_end"] = {"config": e2e_config, "results": e2e}
+    path.write_text(json.dumps(saved, indent=1))
     chart = path.with_suffix(".png")
     out.print(f"wrote {path}" + (f" and {chart}" if bar_chart(results, chart) else ""))
 

@@ -99,7 +99,8 @@ def main() -> None:
         # Emulated bf16 would take minutes per matmul and measure the emulation.
         emit({"framework": "torch", "variant": variant, "skipped": "no native bf16 on this CPU"})
         return
-    peak = matmul_peak(device, autocast_dtype(device) if autocast else torch.float32)
+    dtype = autocast_dtype(device) if autocast else torch.float32
+    peak = matmul_peak(device, dtype, spec["peak_n"])
 
     torch.manual_seed(1337)
     attention = "gptpy" if variant == "eager-gptpy" else "sdpa"
@@ -125,8 +126,7 @@ def main() -> None:
     start = time.perf_counter()
     one_step()
     compile_s = time.perf_counter() - start
-    time_calls(one_step, spec["warmup_steps"])
-    times = time_calls(one_step, spec["train_steps"])
+    times = time_calls(one_step, spec["warmup_steps"] + spec["train_steps"])
     n_params = sum(p.numel() for p in model.parameters())
     result = {
         "framework": "torch",
@@ -135,7 +135,7 @@ def main() -> None:
         "version": torch.__version__,
         "blas": "MKL" if torch.backends.mkl.is_available() else "other",
         "threads": torch.get_num_threads(),
-        **training_figures(config, n_params, compile_s, times, peak),
+        **training_figures(config, n_params, compile_s, times, peak, spec["warmup_steps"]),
         "peak_memory_mb": peak_memory_mb(device),
     }
     result["peak_rss_mb"] = peak_rss_mb()

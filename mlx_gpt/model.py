@@ -31,27 +31,48 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of one layer, preallocated for `max_len` positions."""
+    """Keys and values of one layer, preallocated for `max_len` positions.
+
+    The write position is an array, not a Python int, and attention always reads all
+    max_len slots with the unfilled ones masked: every one-token step then has the same
+    shapes, so generation compiles it once (mlx_gpt.generation).
+    """
 
     def __init__(self, batch: int, n_head: int, max_len: int, head_size: int):
-        self.keys = mx.zeros((batch, n_head, max_len, head_size))
-        self.values = mx.zeros((batch, n_head, max_len, head_size))
-        self.offset = 0  # positions filled so far
+        keys = mx.zeros((batch, n_head, max_len, head_size))
+        # One list: a compiled step takes it as input and writes it back as output.
+        self.state = [keys, mx.zeros_like(keys), mx.array(0, dtype=mx.int32)]
+
+    def reset(self) -> None:
+        """Empty, in place (a compiled step holds on to this state list)."""
+        keys = mx.zeros_like(self.state[0])
+        self.state[:] = [keys, mx.zeros_like(keys), mx.array(0, dtype=mx.int32)]
+
+    @property
+    def offset(self) -> mx.array:
+        """Positions filled so far (an int32 scalar array)."""
+        return self.state[2]
+
+    def mask(self, t: int) -> mx.array:
+        """Additive (t, max_len) mask for t queries written at offset..offset+t-1:
+        query i sees keys 0..offset+i; later and unfilled slots get -inf."""
+        max_len = self.state[0].shape[2]
+        visible = mx.arange(max_len)[None, :] <= (self.offset + mx.arange(t))[:, None]
+        return mx.where(visible, 0.0, -mx.inf)  # where visible: 0, else -inf
 
     def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
-        end = self.offset + k.shape[2]
-        self.keys[:, :, self.offset : end, :] = k
-        self.values[:, :, self.offset : end, :] = v
-        self.offset = end
-        return self.keys[:, :, :end, :], self.values[:, :, :end, :]
+        keys, values, offset = self.state
+        start = offset.reshape(1)
+        keys = mx.slice_update(keys, k, start, axes=(2,))
+        values = mx.slice_update(values, v, start, axes=(2,))
+        self.state[:] = [keys, values, offset + k.shape[2]]
+        return keys, values  # (B, n_head, max_len, head_size)
 
 
-def causal_mask(t: int, offset: int = 0) -> mx.array:
-    """Additive mask for t queries at positions offset.. over offset + t keys.
-
-    Query i may attend to keys 0..offset+i; the rest get -inf (softmax weight 0).
-    """
-    return mx.triu(mx.full((t, offset + t), -mx.inf), k=offset + 1)
+def causal_mask(t: int) -> mx.array:
+    """Additive mask for t queries over t keys: query i may attend to keys 0..i; the
+    rest get -inf (softmax weight 0)."""
+    return mx.triu(mx.full((t, t), -mx.inf), k=1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,15 +94,15 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (
             z.reshape(B, T, self.n_head, self.head_size).transpose(0, 2, 1, 3) for z in (q, k, v)
         )
-        offset = 0
         if cache is not None:
-            offset = cache.offset
-            k, v = cache.update_and_fetch(k, v)  # (B, n_head, offset + T, head_size)
+            mask = cache.mask(T)  # before the update: it places the queries
+            k, v = cache.update_and_fetch(k, v)  # (B, n_head, max_len, head_size)
+        else:
+            mask = causal_mask(T) if T > 1 else None  # one token sees itself alone
         scale = self.head_size**-0.5
-        mask = causal_mask(T, offset) if T > 1 else None  # one new token sees everything
         if self.training and self.dropout > 0:
             # gpt.py's explicit form: dropout acts on the attention weights themselves
-            att = (q * scale) @ k.transpose(0, 1, 3, 2)  # (B, n_head, T, T)
+            att = (q * scale) @ k.transpose(0, 1, 3, 2)  # (B, n_head, T, T or max_len)
             if mask is not None:
                 att = att + mask
             att = self.attn_dropout(mx.softmax(att, axis=-1))
@@ -140,12 +161,12 @@ class GPT(nn.Module):
 
     def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
+        # With a cache, the caller keeps offset + T within block_size (the positions
+        # learned); the offset is an array there, so it is not checked here.
         offset = cache[0].offset if cache else 0
-        if offset + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {offset + T} tokens exceeds block_size {self.config.block_size}"
-            )
-        pos = mx.arange(offset, offset + T)
+        pos = offset + mx.arange(T)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for i, block in enumerate(self.h):
             x = block(x, cache[i] if cache else None)

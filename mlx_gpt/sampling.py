@@ -45,7 +45,7 @@ class Sampler:
         if top_p is not None and not 0 < top_p <= 1:
             raise UserError("--top-p must be in (0, 1]")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.key = mx.random.key(seed)
+        self.state = [mx.random.key(seed)]  # a list: compiled decoding reads and writes it
 
     def __call__(self, logits: mx.array) -> mx.array:
         if self.temperature == 0:
@@ -55,5 +55,5 @@ class Sampler:
             logits = top_k_filter(logits, self.top_k)
         if self.top_p is not None:
             logits = top_p_filter(logits, self.top_p)
-        self.key, key = mx.random.split(self.key)
+        self.state[0], key = mx.random.split(self.state[0])
         return mx.random.categorical(logits, axis=-1, key=key)  # categorical takes logits

@@ -57,12 +57,15 @@ def test_exact_window_equals_the_plain_crop_loop(model):
     assert ours == crop_loop(model, [1, 2, 3], n, Sampler(seed=5))
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_fast_equals_exact_while_the_sequence_fits(model, temperature):
+@pytest.mark.parametrize(
+    "settings", [dict(temperature=0.0), dict(temperature=1.0), dict(top_k=5, top_p=0.9)]
+)
+def test_fast_equals_exact_while_the_sequence_fits(model, settings):
+    # fast samples inside its compiled step; exact samples outside: the same tokens
     prompt = [7, 8, 9, 10]
     n = 40
-    fast = list(cached_tokens(model, prompt, n, Sampler(temperature, seed=3)))
-    exact = list(exact_tokens(model, prompt, n, Sampler(temperature, seed=3)))
+    fast = list(cached_tokens(model, prompt, n, Sampler(**settings, seed=3)))
+    exact = list(exact_tokens(model, prompt, n, Sampler(**settings, seed=3)))
     fits = CONFIG.block_size - len(prompt) + 1  # tokens drawn from a context <= block_size
     assert fast[:fits] == exact[:fits]
     assert len(fast) == n
