@@ -20,6 +20,8 @@ def spread(r: dict, key: str, fmt: str = ",.1f") -> str:
     low, high = r.get(f"{key}_range") or (None, None)
     if low is None or len(r.get("runs", [])) < 2:
         return ""
+    if high >= 1000:
+        fmt = ",.0f"  # keeps the column narrow enough not to be cut
     return f"{low:{fmt}}-{high:{fmt}}"
 
 

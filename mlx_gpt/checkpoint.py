@@ -8,6 +8,7 @@ instant between the two renames, `<name>.old`, which `resolve` falls back to.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_gpt.errors import UserError
+from mlx_gpt.errors import DiskFull, UserError
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -40,12 +41,29 @@ def save(
     path = Path(path)
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    mx.save_safetensors(str(tmp / MODEL_FILE), dict(tree_flatten(model.parameters())))
-    mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-    for f in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, "."):
-        _fsync(tmp / f)
+    weights = dict(tree_flatten(model.parameters()))
+    moments = dict(tree_flatten(optimizer.state))
+    try:
+        tmp.mkdir(parents=True)
+        mx.save_safetensors(str(tmp / MODEL_FILE), weights)
+        mx.save_safetensors(str(tmp / OPTIMIZER_FILE), moments)
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+        for f in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, "."):
+            _fsync(tmp / f)
+    except (OSError, RuntimeError) as e:
+        # MLX reports a failed write as RuntimeError("[write] Unable to write ...")
+        if isinstance(e, RuntimeError) and not str(e).startswith("[write]"):
+            raise
+        if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        needed = sum(a.nbytes for a in (*weights.values(), *moments.values())) / 2**20
+        free = shutil.disk_usage(path.parent).free / 2**20
+        kept = f"{path.name}/ keeps its previous state" if resolve(path) else "nothing saved"
+        raise DiskFull(
+            f"could not write checkpoint {path} ({needed:,.1f} MB; {free:,.0f} MB free "
+            f"there, or a file-size limit): {kept}; free some space and rerun with --resume"
+        ) from None
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
@@ -64,13 +82,18 @@ def resolve(path: str | Path) -> Path | None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    return json.loads((path / STATE_FILE).read_text())
+    file = path / STATE_FILE
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise _damaged(file, e) from None
 
 
 def load_model(path: Path, model: nn.Module) -> None:
     """Load weights strictly: every name and shape must match the model's."""
+    weights = _read(path / MODEL_FILE)
     try:
-        model.load_weights(str(path / MODEL_FILE), strict=True)
+        model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         raise UserError(
             f"checkpoint {path} does not match its model configuration ({_first_line(e)})"
@@ -78,8 +101,21 @@ def load_model(path: Path, model: nn.Module) -> None:
 
 
 def load_optimizer(path: Path, optimizer: optim.Optimizer) -> None:
-    flat = mx.load(str(path / OPTIMIZER_FILE))
-    optimizer.state = tree_unflatten(list(flat.items()))
+    optimizer.state = tree_unflatten(list(_read(path / OPTIMIZER_FILE).items()))
+
+
+def _read(file: Path) -> dict[str, mx.array]:
+    try:
+        return mx.load(str(file))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise _damaged(file, e) from None
+
+
+def _damaged(file: Path, e: Exception) -> UserError:
+    return UserError(
+        f"{file} is damaged or truncated ({_first_line(e)}); "
+        "use the other checkpoint (--checkpoint best or latest) or train again"
+    )
 
 
 def _first_line(e: Exception) -> str:

@@ -6,13 +6,17 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+import warnings
 from typing import Annotated
 
 import typer
 
-from mlx_gpt.errors import UserError
+from mlx_gpt.config import DATA, EVAL, RUNTIME, TrainConfig
+from mlx_gpt.errors import DiskFull, UserError
+from mlx_gpt.flags import config_flags
 
 app = typer.Typer(
     help="mlx-gpt: the lecture's character-level GPT, trained and sampled with MLX.",
@@ -22,17 +26,10 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-DATA, MODEL, OPTIM, EVAL, RUNTIME = (
-    "Data",
-    "Model",
-    "Optimization",
-    "Evaluation & checkpoints",
-    "Runtime",
-)
-
 
 def user_errors(fn):
-    """Bad input ends the command with one line on stderr and exit code 2."""
+    """Bad input ends the command with one line on stderr and exit code 2; a diverged
+    run with 3, a full disk with 4 (see errors.py)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -40,189 +37,14 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
+            typer.echo(f"error: {e.strerror}: {e.filename or 'a file'}; free some space", err=True)
+            raise typer.Exit(DiskFull.exit_code) from None
 
     return wrapper
-
-
-TRAIN_HELP = """Train the lecture's GPT on tiny Shakespeare (or any UTF-8 text) with MLX.
-
-Writes the run folder (default out/PRESET): config.json, vocab.json, metrics.jsonl,
-checkpoints best/ (lowest val loss) and latest/, and loss.png.
-
-**Examples**
-
-* `python train.py` : gpt.py exactly (preset lecture)
-
-* `python train.py --preset small` : a few minutes on a laptop CPU
-
-* `python train.py --preset nanogpt --max-iters 3000 --out-dir out/ng`
-
-* `python train.py --out-dir out/ng --resume --max-iters 6000` : continue a run
-
-* `python train.py --data my.txt --config my.json --dropout 0.1`
-"""
-
-
-@app.command("train", help=TRAIN_HELP)
-@user_errors
-def train_command(
-    preset: Annotated[
-        str | None,
-        typer.Option(help="lecture (gpt.py), nanogpt, small or tiny.", rich_help_panel=RUNTIME),
-    ] = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="UTF-8 text file to train on. [default: the bundled tiny Shakespeare]",
-            rich_help_panel=DATA,
-        ),
-    ] = None,
-    out_dir: Annotated[
-        str | None,
-        typer.Option(help="Run folder. [default: out/PRESET]", rich_help_panel=RUNTIME),
-    ] = None,
-    block_size: Annotated[
-        int | None, typer.Option(help="Context length in characters.", rich_help_panel=MODEL)
-    ] = None,
-    n_layer: Annotated[
-        int | None, typer.Option(help="Transformer blocks.", rich_help_panel=MODEL)
-    ] = None,
-    n_head: Annotated[
-        int | None, typer.Option(help="Attention heads per block.", rich_help_panel=MODEL)
-    ] = None,
-    n_embd: Annotated[
-        int | None,
-        typer.Option(help="Embedding width (a multiple of --n-head).", rich_help_panel=MODEL),
-    ] = None,
-    dropout: Annotated[
-        float | None, typer.Option(help="Dropout probability in [0, 1).", rich_help_panel=MODEL)
-    ] = None,
-    max_iters: Annotated[
-        int | None, typer.Option(help="Optimizer steps in all.", rich_help_panel=OPTIM)
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Sequences per step.", rich_help_panel=OPTIM)
-    ] = None,
-    learning_rate: Annotated[
-        float | None, typer.Option(help="Peak learning rate.", rich_help_panel=OPTIM)
-    ] = None,
-    warmup_iters: Annotated[
-        int | None, typer.Option(help="Linear warm-up steps.", rich_help_panel=OPTIM)
-    ] = None,
-    lr_decay_iters: Annotated[
-        int | None,
-        typer.Option(
-            help="Step where the cosine decay reaches --min-lr; 0 keeps the rate constant.",
-            rich_help_panel=OPTIM,
-        ),
-    ] = None,
-    min_lr: Annotated[
-        float | None, typer.Option(help="Learning rate at the end of decay.", rich_help_panel=OPTIM)
-    ] = None,
-    beta1: Annotated[float | None, typer.Option(help="AdamW beta1.", rich_help_panel=OPTIM)] = None,
-    beta2: Annotated[float | None, typer.Option(help="AdamW beta2.", rich_help_panel=OPTIM)] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="AdamW weight decay.", rich_help_panel=OPTIM)
-    ] = None,
-    decay_matrices_only: Annotated[
-        bool | None,
-        typer.Option(
-            "--decay-matrices-only/--decay-all",
-            help="Decay only 2-D weights (nanoGPT) or every parameter (gpt.py).",
-            rich_help_panel=OPTIM,
-        ),
-    ] = None,
-    grad_clip: Annotated[
-        float | None,
-        typer.Option(help="Clip the gradient norm to this; 0 turns it off.", rich_help_panel=OPTIM),
-    ] = None,
-    eval_interval: Annotated[
-        int | None,
-        typer.Option(help="Evaluate and checkpoint every N steps.", rich_help_panel=EVAL),
-    ] = None,
-    eval_iters: Annotated[
-        int | None, typer.Option(help="Batches per split per evaluation.", rich_help_panel=EVAL)
-    ] = None,
-    log_interval: Annotated[
-        int | None, typer.Option(help="Log a metrics record every N steps.", rich_help_panel=EVAL)
-    ] = None,
-    early_stop: Annotated[
-        int | None,
-        typer.Option(
-            help="Stop after N evaluations without a new best val loss; 0: never.",
-            rich_help_panel=EVAL,
-        ),
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Continue the run in --out-dir from latest/ (optimizer, schedule, RNGs).",
-            rich_help_panel=EVAL,
-        ),
-    ] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed.", rich_help_panel=RUNTIME)] = None,
-    config: Annotated[
-        str | None,
-        typer.Option(
-            help="JSON file of settings (or a run's config.json); flags win over it.",
-            rich_help_panel=RUNTIME,
-        ),
-    ] = None,
-    threads: Annotated[int, _threads_option(RUNTIME)] = 0,
-) -> None:
-    from mlx_gpt.config import TrainConfig, resolve
-    from mlx_gpt.run import RunFolder
-
-    given = {k: v for k, v in locals().items() if v is not None}
-    apply_threads(threads)
-    names = set(TrainConfig.__dataclass_fields__) - {"preset"}
-    overrides = {k: v for k, v in given.items() if k in names}
-    base = None
-    if resume:
-        run_dir = out_dir or f"out/{preset or 'lecture'}"
-        run = RunFolder(run_dir)
-        if not run.config_file.is_file():
-            raise UserError(f"no run to resume in {run_dir}; drop --resume to start a new run")
-        base = run.train_config()
-        overrides.setdefault("out_dir", run_dir)
-    cfg = resolve(preset, config, overrides, base=base)
-    _train(cfg, resume)
-
-
-def _train(cfg, resume: bool) -> None:
-    from mlx_gpt.metrics import progress_for
-    from mlx_gpt.trainer import Trainer
-
-    trainer = Trainer(cfg, resume=resume, command=sys.argv)
-    print(
-        f"mlx-gpt: {trainer.model.num_params():,} parameters | preset {cfg.preset} | "
-        f"{environment_line()}"
-    )
-    blas_warning()
-    start = trainer.state["step"]
-    verb = f"resuming at step {start}" if resume else "training"
-    print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
-    progress = progress_for(cfg.max_iters, start)
-    try:
-        result = trainer.train([progress])
-    finally:
-        progress.close()
-    print(
-        f"{result.stopped} at step {result.step}: best val loss {result.best_val_loss:.4f} "
-        f"at step {result.best_step} | {result.tokens_per_sec:,.0f} tok/s | "
-        f"peak {result.peak_memory_mb:,.0f} MB"
-    )
-    if result.stopped == "early_stop":
-        print(f"early stop: no new best val loss in {cfg.early_stop} evaluations")
-    print(f"loss curves: {_plot([cfg.run_dir])[0]}")
-    if result.stopped == "interrupted":
-        print(
-            f"latest/ saved. Resume with: python train.py --out-dir {cfg.run_dir} --resume",
-            file=sys.stderr,
-        )
-        raise typer.Exit(130)
 
 
 def environment_line() -> str:
@@ -230,7 +52,7 @@ def environment_line() -> str:
 
     from mlx_gpt import linux_blas
 
-    return f"device {mx.default_device().type.name} | BLAS {linux_blas.describe()}"
+    return f"device {mx.default_device().type.name} | BLAS: {linux_blas.describe()}"
 
 
 def blas_warning() -> None:
@@ -257,6 +79,126 @@ def _threads_option(panel: str | None = None):
         show_default=False,
         rich_help_panel=panel,
     )
+
+
+TRAIN_HELP = """Train the lecture's GPT on tiny Shakespeare (or any UTF-8 text) with MLX.
+
+Writes the run folder (default out/PRESET): config.json, vocab.json, metrics.jsonl,
+checkpoints best/ (lowest val loss) and latest/, and loss.png.
+
+**Examples**
+
+* `python train.py` : gpt.py exactly (preset lecture)
+
+* `python train.py --preset small` : a few minutes on a laptop CPU
+
+* `python train.py --preset nanogpt --max-iters 3000 --out-dir out/ng`
+
+* `python train.py --out-dir out/ng --resume --max-iters 6000` : continue a run
+
+* `python train.py --data my.txt --config my.json --dropout 0.1`
+"""
+
+
+@app.command("train", help=TRAIN_HELP)
+@user_errors
+@config_flags(TrainConfig)  # --preset, --data, --block-size ... : one per TrainConfig field
+def train_command(
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out-dir from latest/ (optimizer, schedule, RNGs).",
+            rich_help_panel=EVAL,
+        ),
+    ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON file of settings (or a run's config.json); flags win over it.",
+            rich_help_panel=RUNTIME,
+        ),
+    ] = None,
+    data_changed: Annotated[
+        bool,
+        typer.Option(
+            "--data-changed",
+            help="With --resume: go on although the training text differs from the run's.",
+            rich_help_panel=DATA,
+        ),
+    ] = False,
+    threads: Annotated[int, _threads_option(RUNTIME)] = 0,
+    **settings,
+) -> None:
+    from mlx_gpt.config import resolve
+    from mlx_gpt.run import RunFolder
+
+    apply_threads(threads)
+    preset = settings.pop("preset")
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    base = None
+    if resume:
+        run_dir = overrides.get("out_dir") or f"out/{preset or 'lecture'}"
+        run = RunFolder(run_dir)
+        if not run.config_file.is_file():
+            raise UserError(f"no run to resume in {run_dir}; drop --resume to start a new run")
+        base = run.train_config()
+        overrides.setdefault("out_dir", run_dir)
+    cfg = resolve(preset, config, overrides, base=base)
+    _train(cfg, resume, data_changed)
+
+
+def _train(cfg, resume: bool, data_changed: bool) -> None:
+    from mlx_gpt.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=resume, command=sys.argv, data_changed=data_changed)
+    try:
+        _run_trainer(trainer, cfg, resume)
+    except KeyboardInterrupt:  # a second Ctrl-C (or signal), wherever it lands: stop at once
+        typer.echo(
+            f"error: stopped at once; latest/ holds step {trainer.saved_step}. "
+            f"Resume with: python train.py --out-dir {cfg.run_dir} --resume",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+def _run_trainer(trainer, cfg, resume: bool) -> None:
+    from mlx_gpt.metrics import progress_for
+
+    print(
+        f"mlx-gpt: {trainer.model.num_params():,} parameters | preset {cfg.preset} | "
+        f"{environment_line()}"
+    )
+    blas_warning()
+    start = trainer.state["step"]
+    verb = f"resuming at step {start}" if resume else "training"
+    print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
+    progress = progress_for(cfg.max_iters, start)
+    resume_command = f"python train.py --out-dir {cfg.run_dir} --resume"
+    try:
+        with warnings.catch_warnings():  # e.g. a damaged metrics line: one line, no source
+            warnings.showwarning = lambda message, *_, **__: typer.echo(
+                f"warning: {message}", err=True
+            )
+            result = trainer.train([progress])
+    finally:
+        progress.close()
+    print(
+        f"{result.stopped} at step {result.step}: best val loss {result.best_val_loss:.4f} "
+        f"at step {result.best_step} | {result.tokens_per_sec:,.0f} tok/s | "
+        f"peak {result.peak_memory_mb:,.0f} MB"
+    )
+    if result.stopped == "early_stop":
+        print(f"early stop: no new best val loss in {cfg.early_stop} evaluations")
+    print(f"loss curves: {_plot([cfg.run_dir])[0]}")
+    if result.stopped == "interrupted":
+        print(
+            f"stopped by {result.signal}: latest/ saved at step {result.step}. "
+            f"Resume with: {resume_command}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(result.exit_code)
 
 
 def _gflops(matmul, n: int, repeats: int = 10) -> float:
@@ -368,7 +310,6 @@ def generate_command(
     # anything is printed; these are the command line's own.
     checks = [
         (num_samples >= 1, "--num-samples must be at least 1"),
-        (checkpoint in ("best", "latest"), "--checkpoint must be best or latest"),
         (not (prompt and prompt_file), "give --prompt or --prompt-file, not both"),
     ]
     for ok, message in checks:

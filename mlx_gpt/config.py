@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +17,79 @@ from mlx_gpt.model import GPTConfig
 
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
 
+# The panels of `train.py --help`.
+DATA, MODEL, OPTIM, EVAL, RUNTIME = (
+    "Data",
+    "Model",
+    "Optimization",
+    "Evaluation & checkpoints",
+    "Runtime",
+)
+
+
+def setting(default: Any, help: str, panel: str, flags: str | None = None) -> Any:
+    """A TrainConfig field with its command-line help and --help panel beside it; the
+    flag is --the-field-name unless `flags` names it (e.g. "--on/--off")."""
+    return field(default=default, metadata={"help": help, "panel": panel, "flags": flags})
+
 
 @dataclass
 class TrainConfig:
-    preset: str = "lecture"
-    data: str | None = None  # None: the tiny Shakespeare copy shipped in the package
-    out_dir: str | None = None  # None: out/<preset>
+    """Every setting of a training run: one field each, a flag each (`train.py --help`).
+
+    The defaults are gpt.py's (the lecture preset)."""
+
+    preset: str = setting("lecture", "lecture (gpt.py), nanogpt, small or tiny.", RUNTIME)
+    data: str | None = setting(
+        None, "UTF-8 text file to train on. [default: the bundled tiny Shakespeare]", DATA
+    )
+    out_dir: str | None = setting(None, "Run folder. [default: out/PRESET]", RUNTIME)
     # model (see GPTConfig)
-    block_size: int = 256
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
-    dropout: float = 0.2
+    block_size: int = setting(256, "Context length in characters.", MODEL)
+    n_layer: int = setting(6, "Transformer blocks.", MODEL)
+    n_head: int = setting(6, "Attention heads per block.", MODEL)
+    n_embd: int = setting(384, "Embedding width (a multiple of --n-head).", MODEL)
+    dropout: float = setting(0.2, "Dropout probability in [0, 1).", MODEL)
     # optimization
-    max_iters: int = 5000
-    batch_size: int = 64
-    learning_rate: float = 3e-4
-    warmup_iters: int = 0
-    lr_decay_iters: int = 0  # 0: constant learning rate after warm-up
-    min_lr: float = 3e-4  # where the cosine decay ends
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.01
-    decay_matrices_only: bool = False  # nanoGPT: no decay on biases and LayerNorm
-    grad_clip: float = 0.0  # 0: off
+    max_iters: int = setting(5000, "Optimizer steps in all.", OPTIM)
+    batch_size: int = setting(64, "Sequences per step.", OPTIM)
+    learning_rate: float = setting(3e-4, "Peak learning rate.", OPTIM)
+    warmup_iters: int = setting(0, "Linear warm-up steps.", OPTIM)
+    lr_decay_iters: int = setting(
+        0, "Step where the cosine decay reaches --min-lr; 0 keeps the rate constant.", OPTIM
+    )
+    min_lr: float = setting(3e-4, "Learning rate at the end of decay.", OPTIM)
+    beta1: float = setting(0.9, "AdamW beta1.", OPTIM)
+    beta2: float = setting(0.999, "AdamW beta2.", OPTIM)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", OPTIM)
+    decay_matrices_only: bool = setting(
+        False,
+        "Decay only 2-D weights (nanoGPT) or every parameter (gpt.py).",
+        OPTIM,
+        flags="--decay-matrices-only/--decay-all",
+    )
+    grad_clip: float = setting(0.0, "Clip the gradient norm to this; 0 turns it off.", OPTIM)
     # evaluation & checkpoints
-    eval_interval: int = 500
-    eval_iters: int = 200
-    log_interval: int = 10
-    early_stop: int = 0  # stop after N evaluations without a new best val loss; 0: off
+    eval_interval: int = setting(500, "Evaluate and checkpoint every N steps.", EVAL)
+    eval_iters: int = setting(200, "Batches per split per evaluation.", EVAL)
+    log_interval: int = setting(10, "Log a metrics record every N steps.", EVAL)
+    early_stop: int = setting(
+        0, "Stop after N evaluations without a new best val loss; 0: never.", EVAL
+    )
+    save_every: float = setting(
+        10.0,
+        "Also save latest/ every N minutes between evaluations (fractions allowed); "
+        "0: at evaluations only.",
+        EVAL,
+    )
     # runtime
-    seed: int = 1337
+    seed: int = setting(1337, "Random seed.", RUNTIME)
+    max_memory: float | None = setting(
+        None,
+        "Memory budget in GB: a first step that uses more stops the run, with a batch "
+        "size that fits. [default: 80% of RAM; on a Mac, of what Metal recommends]",
+        RUNTIME,
+    )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -87,8 +129,12 @@ class TrainConfig:
         need(self.weight_decay >= 0, "--weight-decay must be >= 0")
         need(self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
-        for name in ("warmup_iters", "lr_decay_iters", "early_stop"):
+        for name in ("warmup_iters", "lr_decay_iters", "early_stop", "save_every"):
             need(getattr(self, name) >= 0, f"--{flag(name)} must be >= 0")
+        need(
+            self.max_memory is None or (math.isfinite(self.max_memory) and self.max_memory > 0),
+            "--max-memory must be a positive number of GB",
+        )
         need(
             self.lr_decay_iters == 0 or self.lr_decay_iters > self.warmup_iters,
             "--lr-decay-iters must be larger than --warmup-iters (or 0 for a constant rate)",
@@ -170,7 +216,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(d) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise UserError(f"config file {path} has unknown keys: {', '.join(unknown)}")
+    for key, value in d.items():
+        expected = _FIELD_TYPES[key]
+        if not _is_a(value, expected):
+            raise UserError(
+                f"config file {path}: {key} must be {expected.replace(' | None', ' or null')}, "
+                f"not {json.dumps(value)}"
+            )
     return d
+
+
+def _is_a(value: Any, type_name: str) -> bool:
+    """Whether a JSON value fits a field declared as `type_name` (bool is not an int)."""
+    if value is None:
+        return type_name.endswith("| None")
+    kind = type_name.split(" |")[0]
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value).__name__ == kind
+
+
+# Field name -> its declared type, as written ("int", "str | None", ...).
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}
 
 
 def resolve(

@@ -1,5 +1,24 @@
-"""The one exception type that means "the user asked for something we cannot do"."""
+"""The exceptions that end a command with one line on stderr and an exit code of its own.
+
+A run stopped by any of them keeps what it had saved: the checkpoints on disk are
+whole (see checkpoint.py) and nothing from a bad step is written.
+"""
 
 
 class UserError(Exception):
     """Bad input. The CLI prints the message on one line and exits with code 2."""
+
+    exit_code = 2
+
+
+class Diverged(UserError):
+    """The loss stopped being a finite number (exit 3): nothing from that step is saved."""
+
+    exit_code = 3
+
+
+class DiskFull(UserError):
+    """A write failed for lack of space or a file-size limit (exit 4); the previous
+    checkpoint is kept."""
+
+    exit_code = 4

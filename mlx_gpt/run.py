@@ -37,10 +37,13 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return any(checkpoint.resolve(p) for p in (self.best, self.latest))
 
-    def write_config(self, cfg: TrainConfig, model: GPTConfig, command: list[str]) -> None:
+    def write_config(
+        self, cfg: TrainConfig, model: GPTConfig, command: list[str], data_sha256: str = ""
+    ) -> None:
         payload = {
             "mlx_gpt_version": __version__,
             "command": command,
+            "data_sha256": data_sha256,  # a resumed run must train on the same text
             "train": cfg.to_dict(),
             "model": asdict(model),
         }
@@ -68,6 +71,14 @@ class RunFolder:
         """The folder of checkpoint `which` (best or latest), or a UserError saying what to do."""
         found = checkpoint.resolve(self.path / which)
         if found is None:
+            there = sorted(
+                p.name for p in self.path.glob("*/") if "." not in p.name and checkpoint.resolve(p)
+            )
+            if there:
+                raise UserError(
+                    f"no checkpoint {which!r} in {self.path}; it has: {', '.join(there)} "
+                    "(choose with --checkpoint)"
+                )
             raise UserError(
                 f"no {which} checkpoint in {self.path}; train one first with `python train.py`"
             )

@@ -12,11 +12,8 @@ Records (one dict per log interval, to metrics.jsonl and to any reporter):
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,14 +24,16 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from mlx_gpt import checkpoint
+from mlx_gpt import checkpoint, guards
 from mlx_gpt.config import MODEL_FIELDS, TrainConfig, flag
 from mlx_gpt.data import CharTokenizer, Splits, get_batch, load_text
 from mlx_gpt.errors import UserError
+from mlx_gpt.lock import RunLock
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.model import GPT
 from mlx_gpt.optimizer import make_optimizer
 from mlx_gpt.run import RunFolder
+from mlx_gpt.signals import StopRequest, deferred_stop
 
 Reporter = Callable[[Record], None]
 
@@ -94,6 +93,8 @@ class TrainResult:
     best_val_loss: float
     best_step: int
     stopped: str  # "finished", "early_stop" or "interrupted"
+    exit_code: int  # 0, or 128 + the signal that interrupted the run
+    signal: str  # its name (SIGINT, SIGTERM, SIGHUP), or ""
     tokens_per_sec: float  # over the whole run, evaluations excluded
     peak_memory_mb: float
 
@@ -107,35 +108,22 @@ def _restore_rng_key(key: list[int]) -> None:
     mx.random.seed((key[0] << 32) | key[1])
 
 
-@contextmanager
-def _deferred_interrupt() -> Iterator[dict[str, bool]]:
-    """Ctrl-C sets a flag that the loop checks between steps, so the state it saves is
-    that of a whole step. A second Ctrl-C interrupts at once."""
-    flag_ = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag_
-        return
-
-    def handler(signum, frame):
-        if flag_["stop"]:
-            raise KeyboardInterrupt
-        flag_["stop"] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag_
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class Trainer:
     """Everything a run needs, checked and loaded before anything is written."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, command: list[str] | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume: bool = False,
+        command: list[str] | None = None,
+        data_changed: bool = False,
+    ):
         cfg.validate()
         self.cfg = cfg
         self.run = RunFolder(cfg.run_dir)
         self.command = command or []
+        if self.run.path.exists() and not self.run.path.is_dir():
+            raise UserError(f"--out-dir {self.run.path} is a file; give a folder")
         self.resume_from: Path | None = None
         if resume:
             self.resume_from = self.run.checkpoint("latest") if self.run.has_checkpoint() else None
@@ -151,7 +139,11 @@ class Trainer:
                 "or choose another --out-dir"
             )
         text = load_text(cfg.data)
-        if not resume:
+        self.data_sha256 = guards.text_digest(text)
+        if resume:
+            saved = self.run.read_config().get("data_sha256")
+            guards.check_same_data(saved, self.data_sha256, data_changed)
+        else:
             self.tokenizer = CharTokenizer.from_text(text)
         try:
             self.splits = Splits.from_text(text, self.tokenizer, cfg.block_size)
@@ -173,6 +165,7 @@ class Trainer:
             "evals_since_best": 0,
             "elapsed_s": 0.0,
         }
+        self.saved_step = 0  # the step latest/ holds
         if self.resume_from is not None:
             self._load(self.resume_from)
             if self.state["step"] >= cfg.max_iters:
@@ -199,33 +192,49 @@ class Trainer:
         self.data_rng.bit_generator.state = saved.pop("data_rng")
         _restore_rng_key(saved.pop("mlx_key"))
         self.state.update(saved)
+        self.saved_step = self.state["step"]
 
     def _save(self, which: str) -> None:
+        guards.check_finite_weights(self.model, self.state["step"], self.saved_step, self.cfg)
         state = {**self.state, "data_rng": self.data_rng.bit_generator.state}
         state["mlx_key"] = _rng_key()
         checkpoint.save(self.run.path / which, self.model, self.optimizer, state)
+        if which == "latest":
+            self.saved_step = self.state["step"]
+            self._clock.saved()
 
     def _prepare_folder(self) -> None:
-        self.run.path.mkdir(parents=True, exist_ok=True)
         if self.resume_from is not None:
             truncate_after(self.run.metrics_file, self.state["step"])
         else:
             self.run.metrics_file.unlink(missing_ok=True)
             self.tokenizer.save(self.run.vocab_file)
-        self.run.write_config(self.cfg, self.model.config, self.command)
+        self.run.write_config(self.cfg, self.model.config, self.command, self.data_sha256)
 
     def train(self, reporters: list[Reporter] = ()) -> TrainResult:
-        """Train to max_iters (or an early stop, or Ctrl-C); every record goes to
-        metrics.jsonl and to each reporter."""
+        """Train to max_iters (or an early stop, or a stop signal); every record goes to
+        metrics.jsonl and to each reporter. One trainer per run folder (RunLock)."""
+        try:
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(self.run.path).acquire()
+        except OSError as e:
+            raise UserError(f"cannot write the run folder {self.run.path} ({e.strerror})") from None
+        try:
+            return self._train(reporters)
+        finally:
+            lock.release()
+
+    def _train(self, reporters: list[Reporter]) -> TrainResult:
         self._prepare_folder()
         logger = JsonlLogger(self.run.metrics_file)
         self._emitters = [logger, *reporters]
         self._run_start = time.perf_counter() - self.state["elapsed_s"]
         self._train_seconds = 0.0  # in steps this session, for the overall rate
         self._steps = 0
+        self._clock = guards.SaveClock(self.cfg.save_every)
         try:
-            with _deferred_interrupt() as interrupt:
-                stopped = self._loop(interrupt)
+            with deferred_stop() as stop:
+                stopped = self._loop(stop)
         finally:
             logger.close()
         tokens = self._steps * self.cfg.batch_size * self.cfg.block_size
@@ -234,6 +243,8 @@ class Trainer:
             best_val_loss=self.state["best_val_loss"],
             best_step=self.state["best_step"],
             stopped=stopped,
+            exit_code=stop.exit_code if stopped == "interrupted" else 0,
+            signal=stop.name if stopped == "interrupted" else "",
             tokens_per_sec=tokens / self._train_seconds if self._train_seconds else 0.0,
             peak_memory_mb=peak_memory_mb(),
         )
@@ -258,10 +269,12 @@ class Trainer:
             st["evals_since_best"] += 1
         return self.cfg.early_stop > 0 and st["evals_since_best"] >= self.cfg.early_stop
 
-    def _loop(self, interrupt: dict[str, bool]) -> str:
+    def _loop(self, stop: StopRequest) -> str:
         """The steps; returns why they ended: finished, early_stop or interrupted."""
         cfg, st = self.cfg, self.state
         tokens_per_step = cfg.batch_size * cfg.block_size
+        budget = guards.memory_budget(cfg.max_memory)
+        guards.limit_metal_memory(budget)
         self.model.train()  # before tracing: the compiled step keeps the mode it saw
         step_fn = make_train_step(self.model, self.optimizer, cfg.grad_clip)
         if st["step"] == 0:  # the loss at init, for the plot
@@ -275,13 +288,18 @@ class Trainer:
             x, y = get_batch(self.splits.train, cfg.batch_size, cfg.block_size, self.data_rng)
             loss = step_fn(x, y)
             mx.eval(loss, self.model.state, self.optimizer.state)
+            guards.check_finite(loss.item(), st["step"] + 1, self.saved_step, cfg)
+            if self._steps == 0:  # the first step shows what a step needs
+                guards.check_memory(mx.get_peak_memory(), budget, cfg.batch_size)
             st["step"] += 1
             st["tokens"] += tokens_per_step
             window.append(loss)
             self._steps += 1
 
             eval_now = st["step"] % cfg.eval_interval == 0 or st["step"] == cfg.max_iters
-            if not (eval_now or interrupt["stop"] or st["step"] % cfg.log_interval == 0):
+            if self._clock.due() and not eval_now:
+                self._save("latest")  # a kill -9 loses at most --save-every minutes
+            if not (eval_now or stop or st["step"] % cfg.log_interval == 0):
                 continue
             seconds = time.perf_counter() - window_start
             self._train_seconds += seconds
@@ -303,8 +321,8 @@ class Trainer:
                 )
                 self._emit({"step": st["step"], "event": "early_stop", "reason": reason})
                 return "early_stop"
-            if interrupt["stop"]:  # checked after emit: Ctrl-C may come at any moment
-                if not eval_now:
+            if stop:  # checked after emit: a signal may come at any moment
+                if self.saved_step != st["step"]:
                     self._save("latest")
                 return "interrupted"
             window = []

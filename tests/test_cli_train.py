@@ -9,6 +9,7 @@ from mlx_gpt.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "train.py")
+TEXT = str(ROOT / "mlx_gpt" / "assets" / "tinyshakespeare.txt")
 RUN_FILES = [
     "config.json",
     "vocab.json",
@@ -49,13 +50,35 @@ def test_help_explains_flags_in_panels(cli):
         assert text in result.stdout
 
 
+def test_every_setting_is_a_flag_with_help_in_a_panel():
+    # The flags derive from TrainConfig: a new field gets its flag, help and panel there.
+    from dataclasses import fields
+
+    import typer
+
+    from mlx_gpt.cli import app
+    from mlx_gpt.config import TrainConfig
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["train"].params}
+    for f in fields(TrainConfig):
+        assert f.name in params, f"no flag for TrainConfig.{f.name}"
+        assert params[f.name].help == f.metadata["help"] and params[f.name].default is None
+        assert params[f.name].rich_help_panel == f.metadata["panel"]
+    assert params["decay_matrices_only"].opts == ["--decay-matrices-only"]
+    assert params["decay_matrices_only"].secondary_opts == ["--decay-all"]
+    assert {"resume", "config", "threads"} <= set(params)
+
+
 def test_config_file_and_flags(cli, tmp_path):
     cfg = tmp_path / "my.json"
     cfg.write_text(json.dumps({"preset": "tiny", "max_iters": 10, "n_embd": 48}))
     out = tmp_path / "run"
-    result = cli(TRAIN, "--config", str(cfg), "--max-iters", "5", "--out-dir", str(out))
+    flags = ["--max-iters", "5", "--decay-all", "--learning-rate", "0.002", "--data", TEXT]
+    result = cli(TRAIN, "--config", str(cfg), *flags, "--out-dir", str(out))
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["learning_rate"] == 0.002 and saved["decay_matrices_only"] is False
+    assert saved["data"] == TEXT
     assert saved["n_embd"] == 48  # from the file
     assert saved["max_iters"] == 5  # the flag wins
     assert saved["n_layer"] == 2  # from the file's preset
@@ -140,7 +163,7 @@ def test_damaged_checkpoint_is_a_clear_error(cli, tiny_run, tmp_path):
 def test_info_reports_the_optimized_blas(cli):
     result = cli("-m", "mlx_gpt", "info")
     assert result.returncode == 0, result.stderr
-    assert "BLAS OpenBLAS" in result.stdout and " kernels, " in result.stdout
+    assert "BLAS: OpenBLAS" in result.stdout and " kernels, " in result.stdout
     assert "cblas_sgemm from:" in result.stdout and "blas_forward-" in result.stdout
     assert "GFLOP/s" in result.stdout and "warning" not in result.stdout
 

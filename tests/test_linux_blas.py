@@ -2,6 +2,8 @@
 fallback. Speeds are compared within one process (machines here differ by up to 6x)."""
 
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -162,3 +164,24 @@ def test_setup_needs_no_system_package():
     # scipy-openblas32 brings everything; no apt step in CI or in README's instructions.
     assert "apt-get" not in (ROOT / ".ci" / "run").read_text()
     assert "apt-get" not in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.skipif(
+    not shutil.which("qemu-x86_64") or platform.machine() != "x86_64",
+    reason="needs qemu-user to emulate an older CPU (apt-get install qemu-user)",
+)
+def test_runs_on_a_cpu_without_avx512():
+    # An emulated Haswell (AVX2, no AVX-512): where an AVX-512-only OpenBLAS build dies
+    # with "Illegal instruction" at the first matmul, this one picks its Haswell kernels.
+    result = subprocess.run(
+        ["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", MATMUL_CHECK],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = _fields(result.stdout)
+    assert found["core"].lower() == "haswell"
+    assert "blas_forward-" in found["provider"] and float(found["maxdiff"]) < 1e-4
