@@ -309,3 +309,22 @@ def test_memory_budget_default(device, expected):
         expected = int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     assert memory_budget(None, device) == expected
     assert memory_budget(2.5, device) == int(2.5 * 2**30)
+
+
+@pytest.mark.parametrize(
+    "signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_each_stop_signal_asks_for_a_clean_stop(signum, code):
+    # The SIGTERM row above runs the whole path; this checks that SIGHUP and SIGINT take
+    # it too, and that a second signal stops at once.
+    from mlx_gpt.signals import deferred_stop
+
+    with deferred_stop() as stop:
+        assert not stop
+        os.kill(os.getpid(), signum)
+        time.sleep(0.01)  # the handler runs between bytecodes
+        assert stop and stop.exit_code == code
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.01)
+    assert signal.getsignal(signum) is not None  # the previous handler is back
