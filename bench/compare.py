@@ -51,25 +51,36 @@ TIMEOUTS = {"quick": 60, "small": 300, "lecture": 1800}
 err = Console(stderr=True)
 
 
-def run_worker(worker: str, spec: dict, threads: int, timeout: float) -> dict:
-    """The worker's last JSON line. A worker past `timeout` seconds is stopped; what it
-    had reported by then (its training figures) is kept and marked `timeout`."""
+def run(command: list[str], threads: int, timeout: float) -> dict:
+    """Run one bench process with `threads` for every BLAS: its last JSON line, and
+    `wall_s`. Past `timeout` seconds it is stopped; what it had printed by then (a
+    worker's training figures) is kept and marked `timeout`. A failure is `error`: the
+    last line of its stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    command = [sys.executable, str(HERE / worker), json.dumps(spec)]
+    start = time.perf_counter()
     try:
         proc = subprocess.run(
             command, capture_output=True, text=True, env=env, cwd=HERE, timeout=timeout
         )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        lines = out.strip().splitlines()
-        partial = json.loads(lines[-1]) if lines else {}
-        return {**partial, "timeout": timeout}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
+        return {**_last_json(out), "timeout": timeout}
+    if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": reason[:200]}
-    return json.loads(lines[-1])
+    return {**_last_json(proc.stdout), "wall_s": time.perf_counter() - start}
+
+
+def _last_json(out: str) -> dict:
+    lines = out.strip().splitlines()
+    return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+
+def run_worker(worker: str, spec: dict, threads: int, timeout: float) -> dict:
+    """One measurement: bench/WORKER with SPEC, in a process of its own."""
+    result = run([sys.executable, str(HERE / worker), json.dumps(spec)], threads, timeout)
+    result.pop("wall_s", None)  # a worker times its own steps
+    return result or {"error": "no output"}
 
 
 # Figures that are merged over repeats: the row shows their median and their range.
@@ -110,30 +121,16 @@ def run_end_to_end(config: dict, threads: int, device: str, timeout: float) -> l
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, str(HERE.parent / "train.py"), *flags, "--out-dir", tmp]
         command += ["--threads", str(threads)]
-        mlx = _timed(command, timeout, {"framework": "mlx", "label": "MLX (train.py)"})
+        mlx = {"framework": "mlx", "label": "MLX (train.py)", **run(command, threads, timeout)}
         if "wall_s" in mlx:
             metrics = Path(tmp, "metrics.jsonl").read_text().splitlines()
             mlx["val_loss"] = [json.loads(m) for m in metrics if "val_loss" in m][-1]["val_loss"]
     data = str(HERE.parent / "mlx_gpt" / "assets" / "tinyshakespeare.txt")
     spec = {"config": config, "threads": threads, "device": device, "data": data}
     command = [sys.executable, str(HERE / "torch_train.py"), json.dumps(spec)]
-    torch = _timed(command, timeout, {"framework": "torch", "label": "torch (gpt.py's loop)"})
+    torch = {"framework": "torch", "label": "torch (gpt.py's loop)"}
+    torch.update(run(command, threads, timeout))
     return [mlx, torch]
-
-
-def _timed(command: list[str], timeout: float, row: dict) -> dict:
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=HERE, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**row, "timeout": timeout}
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {**row, "error": reason[:200]}
-    lines = proc.stdout.strip().splitlines()
-    answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    return {**row, **answer, "wall_s": wall}
 
 
 def versions() -> dict:

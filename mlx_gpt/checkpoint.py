@@ -8,7 +8,6 @@ instant between the two renames, `<name>.old`, which `resolve` falls back to.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_gpt.errors import DiskFull, UserError
+from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -54,7 +53,7 @@ def save(
         # MLX reports a failed write as RuntimeError("[write] Unable to write ...")
         if isinstance(e, RuntimeError) and not str(e).startswith("[write]"):
             raise
-        if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if isinstance(e, OSError) and e.errno not in DISK_FULL_ERRNOS:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
         needed = sum(a.nbytes for a in (*weights.values(), *moments.values())) / 2**20

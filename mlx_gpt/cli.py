@@ -6,7 +6,6 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
-import errno
 import functools
 import sys
 import warnings
@@ -15,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mlx_gpt.config import DATA, EVAL, RUNTIME, TrainConfig
-from mlx_gpt.errors import DiskFull, UserError
+from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
 from mlx_gpt.flags import config_flags
 
 app = typer.Typer(
@@ -39,7 +38,7 @@ def user_errors(fn):
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
         except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            if e.errno not in DISK_FULL_ERRNOS:
                 raise
             typer.echo(f"error: {e.strerror}: {e.filename or 'a file'}; free some space", err=True)
             raise typer.Exit(DiskFull.exit_code) from None
@@ -157,10 +156,14 @@ def _train(cfg, resume: bool, data_changed: bool) -> None:
     except KeyboardInterrupt:  # a second Ctrl-C (or signal), wherever it lands: stop at once
         typer.echo(
             f"error: stopped at once; latest/ holds step {trainer.saved_step}. "
-            f"Resume with: python train.py --out-dir {cfg.run_dir} --resume",
+            f"Resume with: {_resume_command(cfg)}",
             err=True,
         )
         raise typer.Exit(130) from None
+
+
+def _resume_command(cfg) -> str:
+    return f"python train.py --out-dir {cfg.run_dir} --resume"
 
 
 def _run_trainer(trainer, cfg, resume: bool) -> None:
@@ -175,7 +178,6 @@ def _run_trainer(trainer, cfg, resume: bool) -> None:
     verb = f"resuming at step {start}" if resume else "training"
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
     progress = progress_for(cfg.max_iters, start)
-    resume_command = f"python train.py --out-dir {cfg.run_dir} --resume"
     try:
         with warnings.catch_warnings():  # e.g. a damaged metrics line: one line, no source
             warnings.showwarning = lambda message, *_, **__: typer.echo(
@@ -195,7 +197,7 @@ def _run_trainer(trainer, cfg, resume: bool) -> None:
     if result.stopped == "interrupted":
         print(
             f"stopped by {result.signal}: latest/ saved at step {result.step}. "
-            f"Resume with: {resume_command}",
+            f"Resume with: {_resume_command(cfg)}",
             file=sys.stderr,
         )
         raise typer.Exit(result.exit_code)

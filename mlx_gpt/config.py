@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -217,29 +218,31 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise UserError(f"config file {path} has unknown keys: {', '.join(unknown)}")
     for key, value in d.items():
-        expected = _FIELD_TYPES[key]
-        if not _is_a(value, expected):
+        kind, optional = field_type(TrainConfig, key)
+        if not ((value is None and optional) or _is_a(value, kind)):
+            expected = kind.__name__ + (" or null" if optional else "")
             raise UserError(
-                f"config file {path}: {key} must be {expected.replace(' | None', ' or null')}, "
-                f"not {json.dumps(value)}"
+                f"config file {path}: {key} must be {expected}, not {json.dumps(value)}"
             )
     return d
 
 
-def _is_a(value: Any, type_name: str) -> bool:
-    """Whether a JSON value fits a field declared as `type_name` (bool is not an int)."""
-    if value is None:
-        return type_name.endswith("| None")
-    kind = type_name.split(" |")[0]
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return type(value).__name__ == kind
+def field_type(cls: type, name: str) -> tuple[type, bool]:
+    """A dataclass field's type, and whether it may be None: `float | None` ->
+    (float, True). The command-line flags and the --config checks both read it here."""
+    hint = typing.get_type_hints(cls)[name]
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (kinds[0] if kinds else hint), type(None) in typing.get_args(hint)
 
 
-# Field name -> its declared type, as written ("int", "str | None", ...).
-_FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}
+def _is_a(value: Any, kind: type) -> bool:
+    """Whether a JSON value fits a field of type `kind`: an int is a float; a bool is
+    not an int."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
 
 
 def resolve(

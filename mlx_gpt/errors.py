@@ -4,6 +4,8 @@ A run stopped by any of them keeps what it had saved: the checkpoints on disk ar
 whole (see checkpoint.py) and nothing from a bad step is written.
 """
 
+import errno
+
 
 class UserError(Exception):
     """Bad input. The CLI prints the message on one line and exits with code 2."""
@@ -15,6 +17,11 @@ class Diverged(UserError):
     """The loss stopped being a finite number (exit 3): nothing from that step is saved."""
 
     exit_code = 3
+
+
+# The OSError numbers that mean "no room to write": a full disk, a file-size limit
+# (ulimit -f), a quota.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 class DiskFull(UserError):

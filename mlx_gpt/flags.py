@@ -9,17 +9,17 @@ what the command line leaves out; the command receives them as keyword arguments
 from __future__ import annotations
 
 import inspect
-import typing
 from dataclasses import fields
 from typing import Annotated, Any
 
 import typer
 
+from mlx_gpt.config import field_type
+
 
 def config_flags(config_cls: type) -> Any:
     """Decorate a typer command `fn(own options..., **settings)` with one option per
     field of config_cls that carries help; they arrive in `settings`."""
-    hints = typing.get_type_hints(config_cls)
 
     def decorate(fn):
         signature = inspect.signature(fn, eval_str=True)  # typer reads these annotations
@@ -32,8 +32,8 @@ def config_flags(config_cls: type) -> Any:
             option = typer.Option(
                 *names, help=f.metadata["help"], rich_help_panel=f.metadata["panel"]
             )
-            kind = _plain(hints[f.name])
-            annotation = Annotated[kind | None, option]
+            # None is "not given" for every option, whatever the field's own default
+            annotation = Annotated[field_type(config_cls, f.name)[0] | None, option]
             derived.append(
                 inspect.Parameter(
                     f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
@@ -43,9 +43,3 @@ def config_flags(config_cls: type) -> Any:
         return fn
 
     return decorate
-
-
-def _plain(hint: Any) -> type:
-    """`str | None` -> str: the option's own type (None already means "not given")."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint

@@ -13,6 +13,11 @@ from contextlib import contextmanager
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def exit_code(name: str) -> int:
+    """128 + the signal's number (SIGINT 130, SIGTERM 143, SIGHUP 129); 0 for none."""
+    return 128 + signal.Signals[name] if name else 0
+
+
 class StopRequest:
     """Set by a signal handler, read by the loop between steps."""
 
@@ -24,7 +29,7 @@ class StopRequest:
 
     @property
     def exit_code(self) -> int:
-        return 128 + (self.signum or 0)
+        return exit_code(self.name)
 
     @property
     def name(self) -> str:

@@ -24,7 +24,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from mlx_gpt import checkpoint, guards
+from mlx_gpt import checkpoint, guards, signals
 from mlx_gpt.config import MODEL_FIELDS, TrainConfig, flag
 from mlx_gpt.data import CharTokenizer, Splits, get_batch, load_text
 from mlx_gpt.errors import UserError
@@ -33,7 +33,6 @@ from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.model import GPT
 from mlx_gpt.optimizer import make_optimizer
 from mlx_gpt.run import RunFolder
-from mlx_gpt.signals import StopRequest, deferred_stop
 
 Reporter = Callable[[Record], None]
 
@@ -93,10 +92,13 @@ class TrainResult:
     best_val_loss: float
     best_step: int
     stopped: str  # "finished", "early_stop" or "interrupted"
-    exit_code: int  # 0, or 128 + the signal that interrupted the run
-    signal: str  # its name (SIGINT, SIGTERM, SIGHUP), or ""
+    signal: str  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), or ""
     tokens_per_sec: float  # over the whole run, evaluations excluded
     peak_memory_mb: float
+
+    @property
+    def exit_code(self) -> int:
+        return signals.exit_code(self.signal)
 
 
 def _rng_key() -> list[int]:
@@ -233,7 +235,7 @@ class Trainer:
         self._steps = 0
         self._clock = guards.SaveClock(self.cfg.save_every)
         try:
-            with deferred_stop() as stop:
+            with signals.deferred_stop() as stop:
                 stopped = self._loop(stop)
         finally:
             logger.close()
@@ -243,7 +245,6 @@ class Trainer:
             best_val_loss=self.state["best_val_loss"],
             best_step=self.state["best_step"],
             stopped=stopped,
-            exit_code=stop.exit_code if stopped == "interrupted" else 0,
             signal=stop.name if stopped == "interrupted" else "",
             tokens_per_sec=tokens / self._train_seconds if self._train_seconds else 0.0,
             peak_memory_mb=peak_memory_mb(),
@@ -269,7 +270,7 @@ class Trainer:
             st["evals_since_best"] += 1
         return self.cfg.early_stop > 0 and st["evals_since_best"] >= self.cfg.early_stop
 
-    def _loop(self, stop: StopRequest) -> str:
+    def _loop(self, stop: signals.StopRequest) -> str:
         """The steps; returns why they ended: finished, early_stop or interrupted."""
         cfg, st = self.cfg, self.state
         tokens_per_step = cfg.batch_size * cfg.block_size
@@ -282,13 +283,14 @@ class Trainer:
             self._evaluate(r)
             self._save("latest")
             self._emit(r)
-        window: list[mx.array] = []  # losses since the last record
+        window: list[float] = []  # losses since the last record
         window_start = time.perf_counter()
         while st["step"] < cfg.max_iters:
             x, y = get_batch(self.splits.train, cfg.batch_size, cfg.block_size, self.data_rng)
             loss = step_fn(x, y)
             mx.eval(loss, self.model.state, self.optimizer.state)
-            guards.check_finite(loss.item(), st["step"] + 1, self.saved_step, cfg)
+            loss = loss.item()  # evaluated already: a copy, not a sync
+            guards.check_finite(loss, st["step"] + 1, self.saved_step, cfg)
             if self._steps == 0:  # the first step shows what a step needs
                 guards.check_memory(mx.get_peak_memory(), budget, cfg.batch_size)
             st["step"] += 1
@@ -306,7 +308,7 @@ class Trainer:
             r = {
                 "step": st["step"],
                 "tokens": st["tokens"],
-                "train_loss": mx.mean(mx.stack(window)).item(),
+                "train_loss": sum(window) / len(window),
                 "tokens_per_sec": round(len(window) * tokens_per_step / seconds, 1),
                 "ms_per_step": round(1000 * seconds / len(window), 2),
             }
