@@ -33,7 +33,15 @@ CONFIGS = {
     "small": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, batch_size=12),
     "quick": dict(block_size=64, n_layer=2, n_head=2, n_embd=64, dropout=0.0, batch_size=8),
 }
-VOCAB = 65
+# The lecture's size with GPT-2's options on a 1024-token BPE (preset lecture-bpe).
+CONFIGS["lecture-bpe"] = {
+    **CONFIGS["lecture"],
+    "activation": "gelu_tanh",
+    "qkv_bias": True,
+    "tie_embeddings": True,
+    "vocab_size": 1024,
+}
+VOCAB = 65  # the tiny Shakespeare characters: every config's vocabulary unless it says
 MB = 1024**2
 
 
@@ -81,9 +89,17 @@ def _cpuinfo() -> list[str]:
         return []
 
 
+MODEL_OPTIONS = ("activation", "qkv_bias", "bias", "tie_embeddings")
+
+
 def model_dims(config: dict) -> dict:
+    """The model's settings in a config: sizes, and the GPT-2 options it names."""
     keys = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
-    return {k: config[k] for k in keys}
+    return {k: config[k] for k in keys} | {k: config[k] for k in MODEL_OPTIONS if k in config}
+
+
+def vocab_size(config: dict) -> int:
+    return config.get("vocab_size", VOCAB)
 
 
 def flops_per_token(config: dict, n_params: int) -> float:

@@ -42,11 +42,11 @@ BLAS_ENV = (
 )
 # (warm-up steps, timed steps) after the first (compiling) step, per configuration: a
 # stable median within the 15-minute budget (a lecture step takes ~12 s on a 2-core CPU).
-STEPS = {"quick": (2, 10), "small": (3, 15), "lecture": (1, 3)}
+STEPS = {"quick": (2, 10), "small": (3, 15), "lecture": (1, 3), "lecture-bpe": (1, 3)}
 # Seconds a worker may take before it is stopped and its row marked `timeout`: about 5x
 # what it takes on a 2-core AVX-512 CPU, to leave room for a CPU 6x slower than that
 # (the lecture's crop loop alone samples 3000 characters at ~13 tok/s there).
-TIMEOUTS = {"quick": 60, "small": 300, "lecture": 1800}
+TIMEOUTS = {"quick": 60, "small": 300, "lecture": 1800, "lecture-bpe": 1800}
 
 err = Console(stderr=True)
 
@@ -147,7 +147,10 @@ def versions() -> dict:
 
 def main(
     configs: Annotated[
-        str, typer.Option(help="Comma-separated: small, lecture.")
+        str,
+        typer.Option(
+            help="Comma-separated: small, lecture, lecture-bpe (GPT-2's options, 1024 BPE tokens)."
+        ),
     ] = "small,lecture",
     quick: Annotated[
         bool, typer.Option("--quick", help="A tiny model only: under 2 minutes.")

@@ -15,7 +15,6 @@ import mlx.core as mx
 import numpy as np
 from common import (
     MB,
-    VOCAB,
     emit,
     generation_figures,
     median,
@@ -24,6 +23,7 @@ from common import (
     read_spec,
     time_calls,
     training_figures,
+    vocab_size,
 )
 
 from mlx_gpt import linux_blas
@@ -51,14 +51,15 @@ def main() -> None:
 
     mx.random.seed(1337)
     cfg = TrainConfig.from_dict({**model_dims(config), "batch_size": B})
-    model = GPT(cfg.model_config(VOCAB))
+    vocab = vocab_size(config)
+    model = GPT(cfg.model_config(vocab))
     optimizer = make_optimizer(cfg)
     optimizer.init(model.trainable_parameters())
     model.train()
     step = make_train_step(model, optimizer, cfg.grad_clip)
     rng = np.random.default_rng(0)
-    x = mx.array(rng.integers(0, VOCAB, (B, T)))
-    y = mx.array(rng.integers(0, VOCAB, (B, T)))
+    x = mx.array(rng.integers(0, vocab, (B, T)))
+    y = mx.array(rng.integers(0, vocab, (B, T)))
 
     def one_step():
         loss = step(x, y)

@@ -1,8 +1,9 @@
 """The same network in PyTorch: the baseline for bench/compare.py and the parity tests.
 
 Parameter names and shapes equal mlx_gpt.model.GPT's (torch's Linear stores (out, in)
-like MLX's), so weights copy key for key. Lives outside the package: mlx_gpt never
-imports torch.
+like MLX's), so weights copy key for key. The GPT-2 options are mlx_gpt's: activation,
+qkv_bias, bias (False: none anywhere), tie_embeddings (the head reads wte's matrix; no
+lm_head key). Lives outside the package: mlx_gpt never imports torch.
 """
 
 from __future__ import annotations
@@ -13,14 +14,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, block_size: int, dropout: float, attention: str):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        block_size: int,
+        dropout: float,
+        attention: str,
+        qkv_bias: bool = False,
+        bias: bool = True,
+    ):
         super().__init__()
         self.n_head, self.head_size, self.dropout = n_head, n_embd // n_head, dropout
         self.attention = attention  # "gptpy": gpt.py's explicit softmax; "sdpa": fused
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=False)
-        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=qkv_bias and bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
         tril = torch.tril(torch.ones(block_size, block_size))
@@ -55,23 +71,27 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float):
+    def __init__(self, n_embd: int, dropout: float, activation: str = "relu", bias: bool = True):
         super().__init__()
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
+        self.activation = ACTIVATIONS[activation]
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.relu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd, n_head, block_size, dropout, attention):
+    def __init__(self, n_embd, n_head, block_size, dropout, attention, options):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head, block_size, dropout, attention)
-        self.ln_2 = nn.LayerNorm(n_embd)
-        self.mlp = MLP(n_embd, dropout)
+        bias, eps = options["bias"], options["norm_eps"]
+        self.ln_1 = nn.LayerNorm(n_embd, eps=eps, bias=bias)
+        self.attn = CausalSelfAttention(
+            n_embd, n_head, block_size, dropout, attention, options["qkv_bias"], bias
+        )
+        self.ln_2 = nn.LayerNorm(n_embd, eps=eps, bias=bias)
+        self.mlp = MLP(n_embd, dropout, options["activation"], bias)
 
     def forward(self, x, cache=None):
         x = x + self.attn(self.ln_1(x), cache)
@@ -88,18 +108,29 @@ class TorchGPT(nn.Module):
         n_embd: int = 384,
         dropout: float = 0.2,
         attention: str = "sdpa",
+        activation: str = "relu",
+        qkv_bias: bool = False,
+        bias: bool = True,
+        tie_embeddings: bool = False,
+        norm_eps: float = 1e-5,
     ):
         super().__init__()
         self.block_size, self.n_layer = block_size, n_layer
         self.n_head, self.n_embd = n_head, n_embd
+        options = dict(activation=activation, qkv_bias=qkv_bias, bias=bias, norm_eps=norm_eps)
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
         self.h = nn.ModuleList(
-            Block(n_embd, n_head, block_size, dropout, attention) for _ in range(n_layer)
+            Block(n_embd, n_head, block_size, dropout, attention, options) for _ in range(n_layer)
         )
-        self.ln_f = nn.LayerNorm(n_embd)
-        self.lm_head = nn.Linear(n_embd, vocab_size)
+        self.ln_f = nn.LayerNorm(n_embd, eps=norm_eps, bias=bias)
+        self.tie_embeddings = tie_embeddings
+        self.lm_head = None if tie_embeddings else nn.Linear(n_embd, vocab_size, bias=bias)
         self.apply(self._init_weights)
+        if tie_embeddings:  # GPT-2's scaled init of the residual projections
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
     @staticmethod
     def _init_weights(module):
@@ -118,7 +149,8 @@ class TorchGPT(nn.Module):
         if cache:
             for c in cache:
                 c["offset"] += T
-        return self.lm_head(self.ln_f(x))
+        x = self.ln_f(x)
+        return F.linear(x, self.wte.weight) if self.tie_embeddings else self.lm_head(x)
 
     def make_cache(self, batch: int = 1) -> list[dict]:
         p = next(self.parameters())

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from common import (
     MB,
-    VOCAB,
     emit,
     generation_figures,
     median,
@@ -24,6 +23,7 @@ from common import (
     read_spec,
     time_calls,
     training_figures,
+    vocab_size,
 )
 from torch_gpt import TorchGPT, make_optimizer, pick_device
 
@@ -104,16 +104,17 @@ def main() -> None:
 
     torch.manual_seed(1337)
     attention = "gptpy" if variant == "eager-gptpy" else "sdpa"
-    model = TorchGPT(vocab_size=VOCAB, attention=attention, **model_dims(config)).to(device)
+    vocab = vocab_size(config)
+    model = TorchGPT(vocab_size=vocab, attention=attention, **model_dims(config)).to(device)
     optimizer = make_optimizer(model, 3e-4, (0.9, 0.999), 0.01, False)  # gpt.py's AdamW
     forward = torch.compile(model) if variant == "compile" else model
-    x = torch.randint(0, VOCAB, (B, T), device=device)
-    y = torch.randint(0, VOCAB, (B, T), device=device)
+    x = torch.randint(0, vocab, (B, T), device=device)
+    y = torch.randint(0, vocab, (B, T), device=device)
 
     def one_step():
         with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=autocast):
             logits = forward(x)
-            loss = F.cross_entropy(logits.view(-1, VOCAB), y.view(-1))
+            loss = F.cross_entropy(logits.view(-1, vocab), y.view(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

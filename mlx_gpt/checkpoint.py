@@ -1,4 +1,5 @@
-"""Checkpoints: a folder with model.safetensors, optimizer.safetensors and state.json.
+"""Checkpoints: a folder with model.safetensors, optimizer.safetensors and state.json
+(imported weights have no optimizer.safetensors: they are fine-tuned, never resumed).
 
 A checkpoint is written whole into `<name>.tmp/`, synced to disk, then swapped in by
 renames: `<name>` -> `<name>.old`, `<name>.tmp` -> `<name>`, remove `<name>.old`.
@@ -35,19 +36,28 @@ def _fsync(path: Path) -> None:
 
 
 def save(
-    path: str | Path, model: nn.Module, optimizer: optim.Optimizer, state: dict[str, Any]
+    path: str | Path,
+    model: nn.Module,
+    optimizer: optim.Optimizer | None,
+    state: dict[str, Any],
 ) -> None:
     path = Path(path)
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     weights = dict(tree_flatten(model.parameters()))
-    moments = dict(tree_flatten(optimizer.state))
+    moments = dict(tree_flatten(optimizer.state)) if optimizer is not None else {}
+    files = (
+        [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE]
+        if optimizer is not None
+        else [MODEL_FILE, STATE_FILE]
+    )
     try:
         tmp.mkdir(parents=True)
         mx.save_safetensors(str(tmp / MODEL_FILE), weights)
-        mx.save_safetensors(str(tmp / OPTIMIZER_FILE), moments)
+        if optimizer is not None:
+            mx.save_safetensors(str(tmp / OPTIMIZER_FILE), moments)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-        for f in (MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, "."):
+        for f in (*files, "."):
             _fsync(tmp / f)
     except (OSError, RuntimeError) as e:
         # MLX reports a failed write as RuntimeError("[write] Unable to write ...")
@@ -88,9 +98,17 @@ def load_state(path: Path) -> dict[str, Any]:
         raise _damaged(file, e) from None
 
 
+def read_weights(path: Path) -> dict[str, mx.array]:
+    return _read(path / MODEL_FILE)
+
+
 def load_model(path: Path, model: nn.Module) -> None:
     """Load weights strictly: every name and shape must match the model's."""
-    weights = _read(path / MODEL_FILE)
+    load_weights(path, model, read_weights(path))
+
+
+def load_weights(path: Path, model: nn.Module, weights: dict[str, mx.array]) -> None:
+    """Put `weights` (read from checkpoint `path`) into the model, strictly."""
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:

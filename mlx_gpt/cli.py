@@ -6,44 +6,26 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
 import sys
 import warnings
 from typing import Annotated
 
 import typer
 
+from mlx_gpt import cli_import
+from mlx_gpt.cli_common import user_errors
 from mlx_gpt.config import DATA, EVAL, RUNTIME, TrainConfig
-from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
+from mlx_gpt.errors import UserError
 from mlx_gpt.flags import config_flags
 
 app = typer.Typer(
-    help="mlx-gpt: the lecture's character-level GPT, trained and sampled with MLX.",
+    help="mlx-gpt: the lecture's GPT, and GPT-2, trained, imported and sampled with MLX.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-
-
-def user_errors(fn):
-    """Bad input ends the command with one line on stderr and exit code 2; a diverged
-    run with 3, a full disk with 4 (see errors.py)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from None
-        except OSError as e:
-            if e.errno not in DISK_FULL_ERRNOS:
-                raise
-            typer.echo(f"error: {e.strerror}: {e.filename or 'a file'}; free some space", err=True)
-            raise typer.Exit(DiskFull.exit_code) from None
-
-    return wrapper
+app.add_typer(cli_import.app, name="import")
 
 
 def environment_line() -> str:
@@ -82,8 +64,9 @@ def _threads_option(panel: str | None = None):
 
 TRAIN_HELP = """Train the lecture's GPT on tiny Shakespeare (or any UTF-8 text) with MLX.
 
-Writes the run folder (default out/PRESET): config.json, vocab.json, metrics.jsonl,
-checkpoints best/ (lowest val loss) and latest/, and loss.png.
+Writes the run folder (default out/PRESET): config.json, the tokenizer (vocab.json or
+tokenizer.json), metrics.jsonl, checkpoints best/ (lowest val loss) and latest/, and
+loss.png.
 
 **Examples**
 
@@ -96,6 +79,10 @@ checkpoints best/ (lowest val loss) and latest/, and loss.png.
 * `python train.py --out-dir out/ng --resume --max-iters 6000` : continue a run
 
 * `python train.py --data my.txt --config my.json --dropout 0.1`
+
+* `python train.py --preset small --tokenizer bpe --vocab-size 512` : subword tokens
+
+* `python train.py --preset finetune --init-from out/gpt2 --data my.txt --out-dir out/ft`
 """
 
 
@@ -186,9 +173,12 @@ def _run_trainer(trainer, cfg, resume: bool) -> None:
             result = trainer.train([progress])
     finally:
         progress.close()
+    speed = f"{result.tokens_per_sec:,.0f} tok/s"
+    if cfg.tokenizer != "char":
+        speed += f" ({result.chars_per_sec:,.0f} chars/s)"
     print(
         f"{result.stopped} at step {result.step}: best val loss {result.best_val_loss:.4f} "
-        f"at step {result.best_step} | {result.tokens_per_sec:,.0f} tok/s | "
+        f"({result.best_val_bpc:.4f} bits/char) at step {result.best_step} | {speed} | "
         f"peak {result.peak_memory_mb:,.0f} MB"
     )
     if result.stopped == "early_stop":
@@ -252,15 +242,17 @@ def info_command(threads: Annotated[int, _threads_option()] = 0) -> None:
 
 GENERATE_HELP = """Stream Shakespeare-like text from a trained run.
 
-The text (prompt, then the generated characters) goes to stdout as it is produced; a
-summary (characters, tokens/sec, peak memory) goes to stderr.
+The text (prompt, then the generated text) goes to stdout as it is produced; a summary
+(tokens, characters, tokens/sec, peak memory) goes to stderr. A token is a character
+for a char run, a piece of a word for a BPE run (the tokenizer is the run's own); a
+character cut between two byte-level tokens is printed once it is whole.
 
 **Windows.** The model knows block_size positions. `--window exact` conditions every
-character on the last block_size characters with a full forward pass, as gpt.py does.
+token on the last block_size tokens with a full forward pass, as gpt.py does.
 `--window fast` (default) keeps a key/value cache and, when it is full, rebuilds it from
-the last block_size/2 characters: identical to exact while the text fits in one block,
-then each character sees between block_size/2 and block_size characters of context,
-for a fraction of the work.
+the last block_size/2 tokens: identical to exact while the text fits in one block,
+then each token sees between block_size/2 and block_size tokens of context, for a
+fraction of the work.
 
 **Examples**
 
@@ -269,27 +261,34 @@ for a fraction of the work.
 * `python generate.py --prompt "ROMEO:" --temperature 0.8 --top-k 20`
 
 * `python generate.py --out-dir out/small --checkpoint latest --num-samples 3`
+
+* `python generate.py --out-dir out/gpt2 --prompt "ROMEO:" --tokens 300` : imported GPT-2
 """
 
 
 @app.command("generate", help=GENERATE_HELP)
 @user_errors
 def generate_command(
-    tokens: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    tokens: Annotated[
+        int, typer.Option(help="Tokens to generate per sample (characters, for a char run).")
+    ] = 500,
     out_dir: Annotated[
         str | None,
         typer.Option(help="Run folder. [default: the most recently trained run under out/]"),
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or latest.")] = "best",
-    prompt: Annotated[str, typer.Option(help="Text to start from.")] = "",
+    prompt: Annotated[
+        str,
+        typer.Option(help="Text to start from (a char run knows only its own characters)."),
+    ] = "",
     prompt_file: Annotated[
         str | None, typer.Option(help="Read the prompt from a UTF-8 file.")
     ] = None,
     temperature: Annotated[
-        float, typer.Option(help="Softmax temperature; 0 picks the most likely character.")
+        float, typer.Option(help="Softmax temperature; 0 picks the most likely token.")
     ] = 1.0,
     top_k: Annotated[
-        int | None, typer.Option(help="Sample from the k most likely characters only.")
+        int | None, typer.Option(help="Sample from the k most likely tokens only.")
     ] = None,
     top_p: Annotated[
         float | None,
@@ -301,10 +300,12 @@ def generate_command(
         str | None, typer.Option(help="Write the text to this file instead of stdout.")
     ] = None,
     window: Annotated[str, typer.Option(help="fast (KV cache) or exact (gpt.py).")] = "fast",
+    dtype: Annotated[str | None, cli_import.DTYPE] = None,
     threads: Annotated[int, _threads_option()] = 0,
 ) -> None:
     from mlx_gpt.data import load_text
     from mlx_gpt.generation import stream_generate
+    from mlx_gpt.importing import default_dtype, set_dtype
     from mlx_gpt.run import RunFolder, latest_run
     from mlx_gpt.sampling import Sampler
 
@@ -324,6 +325,7 @@ def generate_command(
     if not run.path.is_dir():
         raise UserError(f"no run folder {run.path}; train one first with `python train.py`")
     model, tokenizer = run.load_model(checkpoint)
+    set_dtype(model, dtype or default_dtype())
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
         for i in range(num_samples):
@@ -332,13 +334,18 @@ def generate_command(
             if i:
                 stream.write("\n---------------\n")
             stream.write(prompt)
+            chars = 0
             for r in pieces:
                 stream.write(r.text)
-                if r.generated % 16 == 0 or r.text == "\n":
+                chars += len(r.text)
+                if r.generated % 16 == 0 or r.text.endswith("\n"):
                     stream.flush()
             stream.flush()
+            amount = f"{r.generated} characters"
+            if tokenizer.kind != "char":
+                amount = f"{r.generated} tokens ({chars} characters)"
             print(
-                f"\n[{run.path}/{checkpoint}, window {window}] {r.generated} characters, "
+                f"\n[{run.path}/{checkpoint}, window {window}] {amount}, "
                 f"{r.tokens_per_sec:,.0f} tok/s, peak {r.peak_memory_mb:,.0f} MB",
                 file=sys.stderr,
             )
@@ -357,17 +364,26 @@ def plot_command(
         typer.Option(help="Image file. [default: RUN/loss.png; needed for several runs]"),
     ] = None,
     svg: Annotated[bool, typer.Option("--svg", help="Also write an SVG beside the PNG.")] = False,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="loss (per token) or bpc (bits per character: compares char and BPE runs)."
+        ),
+    ] = "loss",
+    x: Annotated[str, typer.Option("--x", help="step, or time (minutes of training).")] = "step",
 ) -> None:
     """Draw train/val loss, the best val step, the overfitting region and the gap.
 
     Works while a run is still training. Several runs overlay in one figure:
-    `python -m mlx_gpt plot out/small out/tiny --output compare.png`
+    `python -m mlx_gpt plot out/small out/tiny --output compare.png`;
+    a char and a BPE run at equal time:
+    `python -m mlx_gpt plot out/small out/small-bpe --metric bpc --x time --output bpc.png`
     """
-    for path in _plot(runs, output, svg):
+    for path in _plot(runs, output, svg, metric, x):
         print(f"wrote {path}")
 
 
-def _plot(runs, output=None, svg=False):
+def _plot(runs, output=None, svg=False, metric="loss", x="step"):
     """Plot, turning a skipped damaged metrics line into one warning line on stderr."""
     import warnings
 
@@ -375,7 +391,7 @@ def _plot(runs, output=None, svg=False):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        written = plot_runs(runs, output, svg)
+        written = plot_runs(runs, output, svg, metric, x)
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
     return written

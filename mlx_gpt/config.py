@@ -14,9 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPTConfig
+from mlx_gpt.model import ACTIVATIONS, GPTConfig
+from mlx_gpt.tokenizer import KINDS, MAX_VOCAB, MIN_BPE_VOCAB
 
-MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+MODEL_FIELDS = (
+    "block_size",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "dropout",
+    "activation",
+    "qkv_bias",
+    "bias",
+    "tie_embeddings",
+)
+# What a resumed run cannot change: the network's shape and the tokens it reads.
+FIXED_ON_RESUME = (*MODEL_FIELDS[:4], *MODEL_FIELDS[5:], "tokenizer", "vocab_size")
 
 # The panels of `train.py --help`.
 DATA, MODEL, OPTIM, EVAL, RUNTIME = (
@@ -40,17 +53,66 @@ class TrainConfig:
 
     The defaults are gpt.py's (the lecture preset)."""
 
-    preset: str = setting("lecture", "lecture (gpt.py), nanogpt, small or tiny.", RUNTIME)
+    preset: str = setting(
+        "lecture",
+        "lecture (gpt.py), nanogpt, small, tiny, lecture-bpe (the lecture's size with a "
+        "BPE and GPT-2's options), gpt2 (GPT-2 small, 124M: for its architecture and "
+        "fine-tuning; far too big to train from scratch on a laptop) or finetune "
+        "(nanoGPT's finetune_shakespeare, with --init-from).",
+        RUNTIME,
+    )
     data: str | None = setting(
         None, "UTF-8 text file to train on. [default: the bundled tiny Shakespeare]", DATA
     )
+    tokenizer: str = setting(
+        "char",
+        "char (one token per character), bpe (byte-level BPE trained on the training "
+        "split) or gpt2 (GPT-2's 50,257 tokens).",
+        DATA,
+    )
+    vocab_size: int = setting(
+        1024, f"Tokens of a --tokenizer bpe, {MIN_BPE_VOCAB} to {MAX_VOCAB:,}.", DATA
+    )
+    tokenizer_path: str | None = setting(
+        None,
+        "--tokenizer gpt2: a folder with tokenizer.json or vocab.json + merges.txt, or a "
+        "Hugging Face hub name. [default: gpt2, from the hub's cache or the network]",
+        DATA,
+    )
     out_dir: str | None = setting(None, "Run folder. [default: out/PRESET]", RUNTIME)
     # model (see GPTConfig)
-    block_size: int = setting(256, "Context length in characters.", MODEL)
+    block_size: int = setting(256, "Context length in tokens.", MODEL)
     n_layer: int = setting(6, "Transformer blocks.", MODEL)
     n_head: int = setting(6, "Attention heads per block.", MODEL)
     n_embd: int = setting(384, "Embedding width (a multiple of --n-head).", MODEL)
     dropout: float = setting(0.2, "Dropout probability in [0, 1).", MODEL)
+    activation: str = setting(
+        "relu", "MLP activation: relu (gpt.py), gelu (exact) or gelu_tanh (GPT-2).", MODEL
+    )
+    qkv_bias: bool = setting(
+        False,
+        "A bias on the query/key/value projection (GPT-2).",
+        MODEL,
+        "--qkv-bias/--no-qkv-bias",
+    )
+    bias: bool = setting(
+        True,
+        "Biases in Linears and LayerNorms; --no-bias drops them all, --qkv-bias too.",
+        MODEL,
+        "--bias/--no-bias",
+    )
+    tie_embeddings: bool = setting(
+        False,
+        "lm_head shares wte's matrix, without a bias, and GPT-2's init (GPT-2).",
+        MODEL,
+        "--tie-embeddings/--untie-embeddings",
+    )
+    init_from: str | None = setting(
+        None,
+        "Start from this run's weights (a trained or imported run folder): its model and "
+        "tokenizer, a new optimizer, step 0. --block-size may shrink, not grow.",
+        MODEL,
+    )
     # optimization
     max_iters: int = setting(5000, "Optimizer steps in all.", OPTIM)
     batch_size: int = setting(64, "Sequences per step.", OPTIM)
@@ -124,6 +186,24 @@ class TrainConfig:
             f"--n-embd ({self.n_embd}) must be divisible by --n-head ({self.n_head})",
         )
         need(0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}")
+        need(
+            self.activation in ACTIVATIONS,
+            f"--activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}",
+        )
+        need(
+            self.tokenizer in KINDS,
+            f"--tokenizer must be one of {', '.join(KINDS)}, not {self.tokenizer!r}",
+        )
+        need(
+            self.vocab_size >= MIN_BPE_VOCAB,
+            f"--vocab-size must be at least {MIN_BPE_VOCAB}: a byte-level BPE starts from the "
+            f"{MIN_BPE_VOCAB} bytes",
+        )
+        need(
+            self.vocab_size <= MAX_VOCAB,
+            f"--vocab-size {self.vocab_size} is above {MAX_VOCAB:,}, the most that uint16 "
+            "token ids hold; choose a smaller one",
+        )
         for name in ("learning_rate", "min_lr"):
             value = getattr(self, name)
             need(math.isfinite(value) and value > 0, f"--{flag(name)} must be positive")
@@ -162,9 +242,34 @@ _NANOGPT: dict[str, Any] = dict(
     eval_interval=250,
 )
 
+# GPT-2's architecture choices (gpt2, lecture-bpe).
+_GPT2_OPTIONS: dict[str, Any] = dict(activation="gelu_tanh", qkv_bias=True, tie_embeddings=True)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "lecture": _LECTURE,
     "nanogpt": _NANOGPT,
+    # The lecture's size and recipe on 1024 BPE tokens, with GPT-2's options.
+    "lecture-bpe": {**_GPT2_OPTIONS, "tokenizer": "bpe", "vocab_size": 1024},
+    # GPT-2 small (124M) and nanoGPT's train_gpt2.py recipe: here for the architecture
+    # and for fine-tuning; training it from scratch takes a GPU cluster's days.
+    "gpt2": {
+        **_NANOGPT,
+        **_GPT2_OPTIONS,
+        "tokenizer": "gpt2",
+        "n_layer": 12,
+        "n_head": 12,
+        "n_embd": 768,
+        "block_size": 1024,
+        "dropout": 0.0,
+        "batch_size": 12,
+        "learning_rate": 6e-4,
+        "min_lr": 6e-5,
+        "warmup_iters": 2000,
+        "max_iters": 600_000,
+        "lr_decay_iters": 600_000,
+        "beta2": 0.95,
+        "eval_interval": 1000,
+    },
     # nanoGPT's README recipe for a MacBook CPU (val ~1.88 after 2000 steps).
     "small": {
         **_NANOGPT,
@@ -193,6 +298,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_interval": 25,
         "eval_iters": 5,
         "log_interval": 5,
+    },
+    # nanoGPT's finetune_shakespeare.py: a few small steps from a run's weights
+    # (--init-from), at a constant low rate. Its block size is the source's.
+    "finetune": {
+        **_NANOGPT,
+        "learning_rate": 3e-5,
+        "min_lr": 3e-5,
+        "warmup_iters": 0,
+        "lr_decay_iters": 0,
+        "beta2": 0.95,
+        "dropout": 0.0,
+        "batch_size": 32,
+        "max_iters": 20,
+        "eval_interval": 5,
+        "eval_iters": 40,
+        "log_interval": 1,
     },
 }
 
@@ -254,11 +375,22 @@ def resolve(
     """The preset (or, resuming, the run's saved config), then the config file, then
     command-line flags; validated."""
     from_file = read_config_file(config_file) if config_file else {}
+    resumed = base is not None
     if base is None:
         name = preset or from_file.get("preset") or "lecture"
         base = preset_config(name)
     else:
         name = base.preset
-    cfg = TrainConfig.from_dict({**base.to_dict(), **from_file, **overrides, "preset": name})
+    settings = {**base.to_dict(), **from_file, **overrides, "preset": name}
+    if settings.get("init_from") and not resumed:
+        # a run started from another takes its model and tokenizer unless told otherwise
+        from mlx_gpt.init_from import source_settings
+
+        given = set(from_file) | set(overrides)
+        source = source_settings(settings["init_from"])
+        settings.update({k: v for k, v in source.items() if k not in given})
+    elif name == "finetune" and not resumed:
+        raise UserError("the finetune preset starts from a run's weights: add --init-from RUN")
+    cfg = TrainConfig.from_dict(settings)
     cfg.validate()
     return cfg

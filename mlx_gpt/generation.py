@@ -24,11 +24,11 @@ from functools import partial
 
 import mlx.core as mx
 
-from mlx_gpt.data import CharTokenizer
 from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import peak_memory_mb
 from mlx_gpt.model import GPT
 from mlx_gpt.sampling import Sampler
+from mlx_gpt.tokenizer import Tokenizer
 
 WINDOWS = ("fast", "exact")
 
@@ -88,7 +88,8 @@ def cached_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Itera
 
 @dataclass
 class GenerationResponse:
-    """One streamed step: the new text and the running figures."""
+    """One streamed step: the new text and the running figures. `text` is "" while a
+    byte-level token ends inside a multi-byte character (the next step completes it)."""
 
     text: str
     token: int
@@ -99,34 +100,38 @@ class GenerationResponse:
 
 @dataclass
 class GenerationResult:
-    text: str  # the generated characters, without the prompt
+    text: str  # the generated text, without the prompt
     prompt_tokens: int
-    generated: int
+    generated: int  # tokens (characters, for a char tokenizer)
     seconds: float
-    tokens_per_sec: float  # generated characters per second, prefill included
+    tokens_per_sec: float  # generated tokens per second, prefill included
     peak_memory_mb: float
 
 
-def start_ids(tokenizer: CharTokenizer, prompt: str) -> list[int]:
-    """The prompt's ids; with no prompt, a newline (gpt.py starts from token 0)."""
+def start_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids; with no prompt, a newline (gpt.py starts from token 0). A char
+    tokenizer refuses characters it does not know; a byte-level one takes any text."""
     if prompt:
         try:
             return tokenizer.encode(prompt)
         except UserError as e:
             raise UserError(f"prompt: {e}") from None
-    return [tokenizer.stoi.get("\n", 0)]
+    try:
+        return tokenizer.encode("\n") or [0]
+    except UserError:  # a text without newlines
+        return [0]
 
 
 def stream_generate(
     model: GPT,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     prompt: str,
     max_tokens: int,
     sampler: Sampler | None = None,
     window: str = "fast",
 ) -> Iterator[GenerationResponse]:
-    """Yield each generated character as it is produced. Bad arguments raise here, at the
-    call, before anything is generated."""
+    """Yield each generated token, and its text, as it is produced. Bad arguments raise
+    here, at the call, before anything is generated."""
     if window not in WINDOWS:
         raise UserError(f"--window must be one of {', '.join(WINDOWS)}, not {window!r}")
     if max_tokens < 1:
@@ -135,14 +140,17 @@ def stream_generate(
     model.eval()  # dropout off: gpt.py samples with it on, a bug in the lecture code
     make_tokens = cached_tokens if window == "fast" else exact_tokens
     tokens = make_tokens(model, ids, max_tokens, sampler or Sampler())
-    return _responses(tokens, tokenizer)
+    return _responses(tokens, tokenizer, max_tokens)
 
 
-def _responses(tokens: Iterator[int], tokenizer: CharTokenizer) -> Iterator[GenerationResponse]:
+def _responses(
+    tokens: Iterator[int], tokenizer: Tokenizer, max_tokens: int
+) -> Iterator[GenerationResponse]:
     start = time.perf_counter()
+    text = tokenizer.stream_decoder()
     for n, token in enumerate(tokens, 1):
         yield GenerationResponse(
-            text=tokenizer.chars[token],
+            text=text.add(token) + (text.flush() if n == max_tokens else ""),
             token=token,
             generated=n,
             tokens_per_sec=n / (time.perf_counter() - start),
@@ -152,7 +160,7 @@ def _responses(tokens: Iterator[int], tokenizer: CharTokenizer) -> Iterator[Gene
 
 def generate(
     model: GPT,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     prompt: str,
     max_tokens: int,
     sampler: Sampler | None = None,
@@ -165,7 +173,7 @@ def generate(
     seconds = time.perf_counter() - start
     return GenerationResult(
         text="".join(pieces),
-        prompt_tokens=len(prompt),
+        prompt_tokens=len(start_ids(tokenizer, prompt)),
         generated=len(pieces),
         seconds=seconds,
         tokens_per_sec=len(pieces) / seconds,

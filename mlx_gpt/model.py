@@ -3,6 +3,10 @@
 Differences from gpt.py are in form only: the per-head key/query/value Linears are one
 fused `c_attn` projection (the same maths), and the model can run with a key/value
 cache for generation. The model returns logits and does no I/O.
+
+Four options turn the lecture's model into GPT-2's (the defaults are the lecture's):
+`activation` gelu_tanh, `qkv_bias`, `tie_embeddings` (lm_head reads wte's matrix), and,
+as nanoGPT offers, `bias=False` for no bias anywhere.
 """
 
 from __future__ import annotations
@@ -23,11 +27,20 @@ class GPTConfig:
     n_head: int = 6
     n_embd: int = 384
     dropout: float = 0.2
+    activation: str = "relu"  # relu (the lecture), gelu (exact, nanoGPT), gelu_tanh (GPT-2)
+    qkv_bias: bool = False  # a bias on c_attn: GPT-2 has one, the lecture's heads do not
+    bias: bool = True  # False: no bias in any Linear or LayerNorm (nanoGPT's bias=False)
+    tie_embeddings: bool = False  # lm_head is wte's matrix, without a bias (GPT-2)
+    norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2's layer_norm_epsilon)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# mlx.nn's own functions; gelu_approx is GPT-2's tanh approximation
+ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "gelu_tanh": nn.gelu_approx}
 
 
 class KVCache:
@@ -38,8 +51,10 @@ class KVCache:
     shapes, so generation compiles it once (mlx_gpt.generation).
     """
 
-    def __init__(self, batch: int, n_head: int, max_len: int, head_size: int):
-        keys = mx.zeros((batch, n_head, max_len, head_size))
+    def __init__(
+        self, batch: int, n_head: int, max_len: int, head_size: int, dtype: mx.Dtype = mx.float32
+    ):
+        keys = mx.zeros((batch, n_head, max_len, head_size), dtype=dtype)
         # One list: a compiled step takes it as input and writes it back as output.
         self.state = [keys, mx.zeros_like(keys), mx.array(0, dtype=mx.int32)]
 
@@ -58,7 +73,8 @@ class KVCache:
         query i sees keys 0..offset+i; later and unfilled slots get -inf."""
         max_len = self.state[0].shape[2]
         visible = mx.arange(max_len)[None, :] <= (self.offset + mx.arange(t))[:, None]
-        return mx.where(visible, 0.0, -mx.inf)  # where visible: 0, else -inf
+        mask = mx.where(visible, 0.0, -mx.inf)  # where visible: 0, else -inf
+        return mask.astype(self.state[0].dtype)
 
     def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
         keys, values, offset = self.state
@@ -81,8 +97,9 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.head_size = config.n_embd // config.n_head
         # query, key and value of every head in one matmul; the lecture's heads have no bias
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        qkv_bias = config.qkv_bias and config.bias
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=qkv_bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -116,12 +133,17 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.activation = ACTIVATIONS[config.activation]
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.dropout(self.c_proj(nn.relu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
+
+
+def layer_norm(config: GPTConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
 class Block(nn.Module):
@@ -129,9 +151,9 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.ln_1 = layer_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.ln_2 = layer_norm(config)
         self.mlp = MLP(config)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
@@ -146,16 +168,22 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.h = [Block(config) for _ in range(config.n_layer)]
-        self.ln_f = nn.LayerNorm(config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)  # untied from wte
+        self.ln_f = layer_norm(config)
+        if not config.tie_embeddings:  # tied, the logits are x @ wte.weight.T (no bias)
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
         self._init_weights()
 
     def _init_weights(self) -> None:
         # gpt.py's _init_weights: N(0, 0.02) weights, zero biases. MLX's defaults differ
         # (uniform Linear, N(0, 1) Embedding) and the loss at init shows it.
-        for _, module in self.named_modules():
+        for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                module.weight = 0.02 * mx.random.normal(module.weight.shape)
+                std = 0.02
+                if self.config.tie_embeddings and name.endswith("c_proj"):
+                    # GPT-2: each residual projection scaled by 1/sqrt(2 * n_layer), so the
+                    # residual stream's variance does not grow with depth
+                    std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                module.weight = std * mx.random.normal(module.weight.shape)
             if isinstance(module, nn.Linear) and "bias" in module:
                 module.bias = mx.zeros_like(module.bias)
 
@@ -170,12 +198,16 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for i, block in enumerate(self.h):
             x = block(x, cache[i] if cache else None)
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        x = self.ln_f(x)
+        if self.config.tie_embeddings:
+            return self.wte.as_linear(x)  # (B, T, vocab_size)
+        return self.lm_head(x)  # (B, T, vocab_size)
 
     def make_cache(self, batch: int = 1) -> list[KVCache]:
-        c = self.config
+        c, dtype = self.config, self.wte.weight.dtype  # the cache holds what the weights make
         return [
-            KVCache(batch, c.n_head, c.block_size, c.n_embd // c.n_head) for _ in range(c.n_layer)
+            KVCache(batch, c.n_head, c.block_size, c.n_embd // c.n_head, dtype)
+            for _ in range(c.n_layer)
         ]
 
     def num_params(self) -> int:

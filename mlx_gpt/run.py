@@ -2,7 +2,9 @@
 
 out/<preset>/
   config.json      resolved TrainConfig, model config, package version, command line
-  vocab.json       the character vocabulary
+  vocab.json       the character vocabulary (char), or
+  tokenizer.json   the byte-level BPE (bpe, gpt2), read by Hugging Face `tokenizers`
+  tokens/          the tokenized splits, so a resume does not tokenize again
   metrics.jsonl    one record per log interval (see trainer.py)
   best/  latest/   checkpoints (see checkpoint.py)
   loss.png         the loss curves (see plot.py)
@@ -18,9 +20,9 @@ from typing import Any
 
 from mlx_gpt import __version__, checkpoint
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.data import CharTokenizer
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.tokenizer import Tokenizer, load_tokenizer
 
 DEFAULT_ROOT = Path("out")
 
@@ -38,7 +40,12 @@ class RunFolder:
         return any(checkpoint.resolve(p) for p in (self.best, self.latest))
 
     def write_config(
-        self, cfg: TrainConfig, model: GPTConfig, command: list[str], data_sha256: str = ""
+        self,
+        cfg: TrainConfig,
+        model: GPTConfig,
+        command: list[str],
+        data_sha256: str = "",
+        source: str = "",
     ) -> None:
         payload = {
             "mlx_gpt_version": __version__,
@@ -47,6 +54,8 @@ class RunFolder:
             "train": cfg.to_dict(),
             "model": asdict(model),
         }
+        if source:  # imported weights: where they came from (see importing.py)
+            payload["source"] = source
         tmp = self.config_file.with_name("config.json.tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         os.replace(tmp, self.config_file)
@@ -62,10 +71,9 @@ class RunFolder:
     def model_config(self) -> GPTConfig:
         return GPTConfig.from_dict(self.read_config()["model"])
 
-    def tokenizer(self) -> CharTokenizer:
-        if not self.vocab_file.is_file():
-            raise UserError(f"{self.path} has no vocab.json; is it a run folder?")
-        return CharTokenizer.load(self.vocab_file)
+    def tokenizer(self) -> Tokenizer:
+        kind = self.read_config().get("train", {}).get("tokenizer", "char")
+        return load_tokenizer(self.path, kind)
 
     def checkpoint(self, which: str = "best") -> Path:
         """The folder of checkpoint `which` (best or latest), or a UserError saying what to do."""
@@ -84,14 +92,14 @@ class RunFolder:
             )
         return found
 
-    def load_model(self, which: str = "best") -> tuple[GPT, CharTokenizer]:
+    def load_model(self, which: str = "best") -> tuple[GPT, Tokenizer]:
         """The model of checkpoint `which`, in eval mode, and its tokenizer."""
         found = self.checkpoint(which)
         config, tokenizer = self.model_config(), self.tokenizer()
         if config.vocab_size != tokenizer.vocab_size:
             raise UserError(
-                f"{self.path}: config.json says {config.vocab_size} characters but "
-                f"vocab.json has {tokenizer.vocab_size}; the run folder is damaged"
+                f"{self.path}: config.json says {config.vocab_size} tokens but its "
+                f"tokenizer has {tokenizer.vocab_size}; the run folder is damaged"
             )
         model = GPT(config)
         checkpoint.load_model(found, model)

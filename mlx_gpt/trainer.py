@@ -3,9 +3,12 @@
 Records (one dict per log interval, to metrics.jsonl and to any reporter):
   step, tokens                   optimizer updates done, training tokens seen
   train_loss                     mean training-batch loss since the previous record
+  train_bpc                      train_loss in bits per character (see data.Splits)
   val_loss, eval_train_loss      at evaluations: mean loss over eval_iters batches of
                                  each split, dropout off (the lecture's estimate_loss)
-  lr, tokens_per_sec, ms_per_step, peak_memory_mb, elapsed_s
+  val_bpc, eval_train_bpc        the same in bits per character: comparable across
+                                 tokenizers (a BPE token holds several characters)
+  lr, tokens_per_sec, chars_per_sec, ms_per_step, peak_memory_mb, elapsed_s
   event, reason                  why training stopped early (early_stop)
 """
 
@@ -25,14 +28,16 @@ import mlx.optimizers as optim
 import numpy as np
 
 from mlx_gpt import checkpoint, guards, signals
-from mlx_gpt.config import MODEL_FIELDS, TrainConfig, flag
-from mlx_gpt.data import CharTokenizer, Splits, get_batch, load_text
+from mlx_gpt.config import FIXED_ON_RESUME, TrainConfig, flag
+from mlx_gpt.data import Splits, get_batch, load_text, split_text
 from mlx_gpt.errors import UserError
+from mlx_gpt.init_from import Source
 from mlx_gpt.lock import RunLock
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.model import GPT
 from mlx_gpt.optimizer import make_optimizer
 from mlx_gpt.run import RunFolder
+from mlx_gpt.tokenizer import build_tokenizer
 
 Reporter = Callable[[Record], None]
 
@@ -91,9 +96,11 @@ class TrainResult:
     step: int
     best_val_loss: float
     best_step: int
+    best_val_bpc: float  # best_val_loss in bits per character
     stopped: str  # "finished", "early_stop" or "interrupted"
     signal: str  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), or ""
     tokens_per_sec: float  # over the whole run, evaluations excluded
+    chars_per_sec: float  # the same in characters of text (= tokens_per_sec for char)
     peak_memory_mb: float
 
     @property
@@ -127,6 +134,7 @@ class Trainer:
         if self.run.path.exists() and not self.run.path.is_dir():
             raise UserError(f"--out-dir {self.run.path} is a file; give a folder")
         self.resume_from: Path | None = None
+        self.source: Source | None = None
         if resume:
             self.resume_from = self.run.checkpoint("latest") if self.run.has_checkpoint() else None
             if self.resume_from is None:
@@ -140,22 +148,42 @@ class Trainer:
                 f"{self.run.path} already holds a trained run; pass --resume to continue it "
                 "or choose another --out-dir"
             )
+        elif cfg.init_from:
+            self.source = Source(cfg)  # checks that the settings fit the source
+            self.tokenizer = self.source.tokenizer
         text = load_text(cfg.data)
         self.data_sha256 = guards.text_digest(text)
         if resume:
             saved = self.run.read_config().get("data_sha256")
             guards.check_same_data(saved, self.data_sha256, data_changed)
-        else:
-            self.tokenizer = CharTokenizer.from_text(text)
-        try:
-            self.splits = Splits.from_text(text, self.tokenizer, cfg.block_size)
-        except UserError as e:
-            if not resume:
+        elif self.source is None:
+            kind, size, path = cfg.tokenizer, cfg.vocab_size, cfg.tokenizer_path
+            self.tokenizer = build_tokenizer(kind, text, split_text(text)[0], size, path)
+        # what the token cache was made from: a resume with the same reads it back
+        self.tokens_key = {"data_sha256": self.data_sha256, "tokenizer": self.tokenizer.digest()}
+        self.splits = Splits.load(self.run.path, self.tokens_key) if resume else None
+        self.tokens_cached = self.splits is not None
+        if self.splits is None:
+            try:
+                self.splits = Splits.from_text(text, self.tokenizer, cfg.block_size)
+            except UserError as e:
+                if resume:
+                    raise UserError(f"the data does not fit this run's vocabulary: {e}") from None
+                if self.source:
+                    where = self.source.run.path
+                    raise UserError(f"--data does not fit {where}'s vocabulary: {e}") from None
                 raise
-            raise UserError(f"the data does not fit this run's vocabulary: {e}") from None
 
         mx.random.seed(cfg.seed)
-        self.model = GPT(cfg.model_config(self.tokenizer.vocab_size))
+        if self.source:
+            model_config = self.source.model_config
+        else:
+            model_config = cfg.model_config(self.tokenizer.vocab_size)
+            if resume:  # what TrainConfig does not hold (an imported model's norm_eps)
+                model_config.norm_eps = self.run.model_config().norm_eps
+        self.model = GPT(model_config)
+        if self.source:
+            self.source.load_into(self.model)
         self.optimizer = make_optimizer(cfg)
         self.optimizer.init(self.model.trainable_parameters())
         self.data_rng = np.random.default_rng(cfg.seed)
@@ -177,8 +205,15 @@ class Trainer:
                 )
 
     def _check_same_model(self) -> None:
+        if source := self.run.read_config().get("source"):
+            raise UserError(
+                f"{self.run.path} holds imported weights ({source}), not a run to resume; "
+                f"fine-tune them with --init-from {self.run.path} --out-dir NEW"
+            )
         saved = self.run.train_config()
-        for name in MODEL_FIELDS:
+        for name in FIXED_ON_RESUME:
+            if name == "vocab_size" and saved.tokenizer != "bpe":
+                continue  # read by a bpe tokenizer only
             mine, theirs = getattr(self.cfg, name), getattr(saved, name)
             if mine != theirs:
                 raise UserError(
@@ -210,7 +245,9 @@ class Trainer:
             truncate_after(self.run.metrics_file, self.state["step"])
         else:
             self.run.metrics_file.unlink(missing_ok=True)
-            self.tokenizer.save(self.run.vocab_file)
+            self.tokenizer.save(self.run.path)
+        if not self.tokens_cached:
+            self.splits.save(self.run.path, self.tokens_key)
         self.run.write_config(self.cfg, self.model.config, self.command, self.data_sha256)
 
     def train(self, reporters: list[Reporter] = ()) -> TrainResult:
@@ -240,13 +277,16 @@ class Trainer:
         finally:
             logger.close()
         tokens = self._steps * self.cfg.batch_size * self.cfg.block_size
+        tokens_per_sec = tokens / self._train_seconds if self._train_seconds else 0.0
         return TrainResult(
             step=self.state["step"],
             best_val_loss=self.state["best_val_loss"],
             best_step=self.state["best_step"],
+            best_val_bpc=self.splits.bits_per_char("val", self.state["best_val_loss"]),
             stopped=stopped,
             signal=stop.name if stopped == "interrupted" else "",
-            tokens_per_sec=tokens / self._train_seconds if self._train_seconds else 0.0,
+            tokens_per_sec=tokens_per_sec,
+            chars_per_sec=tokens_per_sec * self.splits.train_chars / len(self.splits.train),
             peak_memory_mb=peak_memory_mb(),
         )
 
@@ -263,6 +303,8 @@ class Trainer:
         st = self.state
         losses = estimate_loss(self.model, self.splits, self.cfg)
         r["val_loss"], r["eval_train_loss"] = losses["val"], losses["train"]
+        r["val_bpc"] = self.splits.bits_per_char("val", losses["val"])
+        r["eval_train_bpc"] = self.splits.bits_per_char("train", losses["train"])
         if losses["val"] < st["best_val_loss"]:
             st.update(best_val_loss=losses["val"], best_step=st["step"], evals_since_best=0)
             self._save("best")
@@ -274,6 +316,7 @@ class Trainer:
         """The steps; returns why they ended: finished, early_stop or interrupted."""
         cfg, st = self.cfg, self.state
         tokens_per_step = cfg.batch_size * cfg.block_size
+        chars_per_token = self.splits.train_chars / len(self.splits.train)
         budget = guards.memory_budget(cfg.max_memory)
         guards.limit_metal_memory(budget)
         self.model.train()  # before tracing: the compiled step keeps the mode it saw
@@ -305,11 +348,15 @@ class Trainer:
                 continue
             seconds = time.perf_counter() - window_start
             self._train_seconds += seconds
+            train_loss = sum(window) / len(window)
+            tokens_per_sec = len(window) * tokens_per_step / seconds
             r = {
                 "step": st["step"],
                 "tokens": st["tokens"],
-                "train_loss": sum(window) / len(window),
-                "tokens_per_sec": round(len(window) * tokens_per_step / seconds, 1),
+                "train_loss": train_loss,
+                "train_bpc": self.splits.bits_per_char("train", train_loss),
+                "tokens_per_sec": round(tokens_per_sec, 1),
+                "chars_per_sec": round(tokens_per_sec * chars_per_token, 1),
                 "ms_per_step": round(1000 * seconds / len(window), 2),
             }
             halt = self._evaluate(r) if eval_now else False

@@ -112,3 +112,32 @@ def test_warm_up_drops_leading_slow_steps():
 def test_compare_rejects_an_unknown_config(cli):
     result = cli(COMPARE, "--configs", "huge")
     assert result.returncode == 2 and "unknown config" in result.stderr
+
+
+def test_workers_build_the_gpt2_options_alike():
+    # lecture-bpe's options (gelu_tanh, qkv bias, tied, 1024 tokens) at a small size:
+    # both frameworks build the same model (tied: no lm_head, so the counts agree)
+    from common import CONFIGS
+    from compare import run_worker
+
+    small = dict(block_size=32, n_layer=1, n_head=2, n_embd=64, dropout=0.0, batch_size=4)
+    spec = {
+        "config": {**CONFIGS["lecture-bpe"], **small},
+        "warmup_steps": 1,
+        "train_steps": 2,
+        "device": "cpu",
+        "threads": 1,
+        "peak_n": 256,
+        "gen_tokens": 10,
+    }
+    rows = [
+        run_worker(worker, {**spec, "variant": variant}, 1, 120)
+        for worker, variant in (("mlx_worker.py", "mlx"), ("torch_worker.py", "eager-sdpa"))
+    ]
+    for row in rows:
+        assert "error" not in row and row["tokens_per_sec"] > 0, row
+    n = 64
+    attn = (n * 3 * n + 3 * n) + (n * n + n)  # c_attn with its bias, c_proj
+    mlp = (n * 4 * n + 4 * n) + (4 * n * n + n)  # c_fc, c_proj
+    tied = 1024 * n + 32 * n + attn + mlp + 3 * 2 * n  # wte, wpe, block, 3 LayerNorms
+    assert rows[0]["params"] == rows[1]["params"] == tied

@@ -6,10 +6,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gpt.data import CharTokenizer
 from mlx_gpt.generation import cached_tokens, exact_tokens, generate, stream_generate
 from mlx_gpt.model import GPT, GPTConfig
 from mlx_gpt.sampling import Sampler, top_k_filter, top_p_filter
+from mlx_gpt.tokenizer import CharTokenizer
 
 GENERATE = str(Path(__file__).resolve().parents[1] / "generate.py")
 CONFIG = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1)

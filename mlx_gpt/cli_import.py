@@ -1,0 +1,80 @@
+"""`python -m mlx_gpt import gpt2|nanogpt`: weights from elsewhere into a run folder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlx_gpt.cli_common import user_errors
+
+app = typer.Typer(
+    help="Bring weights in as a run folder: GPT-2 from Hugging Face, or a nanoGPT ckpt.pt. "
+    "generate.py and train.py --init-from then use it like a trained run.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+
+OUT_DIR = typer.Option(help="Run folder to create.")
+DTYPE = typer.Option(
+    help="float32, float16 or bfloat16. [default: float32 on a CPU, the stored dtype on a GPU]",
+    show_default=False,
+)
+
+
+@app.command("gpt2")
+@user_errors
+def gpt2_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local folder in "
+            "Hugging Face layout (config.json, model.safetensors, tokenizer files)."
+        ),
+    ] = "gpt2",
+    out_dir: Annotated[str, OUT_DIR] = "out/gpt2",
+    dtype: Annotated[str | None, DTYPE] = None,
+) -> None:
+    """GPT-2 from Hugging Face: `python -m mlx_gpt import gpt2 --out-dir out/gpt2`.
+
+    Reads model.safetensors without torch. A hub name is fetched with huggingface_hub
+    (the config, the weights and the tokenizer files only) or found in its cache.
+    """
+    from mlx_gpt.importing import default_dtype, import_gpt2
+
+    _report(import_gpt2(source, out_dir, dtype or default_dtype()))
+
+
+@app.command("nanogpt")
+@user_errors
+def nanogpt_command(
+    ckpt: Annotated[str, typer.Argument(help="nanoGPT's ckpt.pt.")],
+    meta: Annotated[
+        str | None,
+        typer.Option(help="nanoGPT's meta.pkl (stoi/itos) for the characters; plain data only."),
+    ] = None,
+    vocab_text: Annotated[
+        str | None,
+        typer.Option(help="Or: the training text, whose sorted characters are the vocabulary."),
+    ] = None,
+    out_dir: Annotated[str, OUT_DIR] = "out/nanogpt",
+    dtype: Annotated[str | None, DTYPE] = None,
+) -> None:
+    """A nanoGPT checkpoint (e.g. shakespeare_char's out/ckpt.pt). Needs torch (the bench
+    extra) to read it, with weights_only=True."""
+    from mlx_gpt.importing import default_dtype, import_nanogpt
+
+    _report(import_nanogpt(ckpt, out_dir, meta, vocab_text, dtype or default_dtype()))
+
+
+def _report(run) -> None:
+    from mlx_gpt.model import GPT
+
+    config = run.model_config()
+    params = GPT(config).num_params()
+    print(
+        f"wrote {run.path}/: {params:,} parameters, {config.n_layer} layers, "
+        f"block {config.block_size}, vocab {config.vocab_size}"
+    )
+    print(f"sample:    python generate.py --out-dir {run.path} --tokens 200")
+    print(f"fine-tune: python train.py --init-from {run.path} --data TEXT --out-dir out/ft")
