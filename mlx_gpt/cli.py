@@ -116,12 +116,24 @@ def train_command(
     threads: Annotated[int, _threads_option(RUNTIME)] = 0,
     **settings,
 ) -> None:
-    from mlx_gpt.config import resolve
-    from mlx_gpt.run import RunFolder
+    from mlx_gpt import ranks as distributed
 
     apply_threads(threads)
     preset = settings.pop("preset")
     overrides = {k: v for k, v in settings.items() if v is not None}
+    # Under mlx.launch: one of several ranks. Rank 0 resolves the settings (a resumed
+    # run's are in its folder) and sends them to the others.
+    ranks = distributed.init(overrides.get("peer_timeout", TrainConfig.peer_timeout))
+    settings = ranks.from_main(lambda: _resolve(preset, config, overrides, resume).to_dict())
+    cfg = TrainConfig.from_dict(settings)
+    ranks.timeout = cfg.peer_timeout
+    _train(cfg, resume, data_changed, ranks)
+
+
+def _resolve(preset, config, overrides, resume: bool):
+    from mlx_gpt.config import resolve
+    from mlx_gpt.run import RunFolder
+
     base = None
     if resume:
         run_dir = overrides.get("out_dir") or f"out/{preset or 'lecture'}"
@@ -130,14 +142,19 @@ def train_command(
             raise UserError(f"no run to resume in {run_dir}; drop --resume to start a new run")
         base = run.train_config()
         overrides.setdefault("out_dir", run_dir)
-    cfg = resolve(preset, config, overrides, base=base)
-    _train(cfg, resume, data_changed)
+    return resolve(preset, config, overrides, base=base)
 
 
-def _train(cfg, resume: bool, data_changed: bool) -> None:
+def _train(cfg, resume: bool, data_changed: bool, ranks) -> None:
+    from mlx_gpt.errors import PeerLost
     from mlx_gpt.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=resume, command=sys.argv, data_changed=data_changed)
+    trainer = Trainer(cfg, resume, sys.argv, data_changed, ranks)
+    where = "latest/" if ranks.main else "rank 0's latest/"
+    ranks.hint = lambda: (
+        f"{where} holds step {trainer.saved_step}. "
+        f"Resume with: mlx.launch ... -- {_resume_command(cfg)}"
+    )
     try:
         _run_trainer(trainer, cfg, resume)
     except KeyboardInterrupt:  # a second Ctrl-C (or signal), wherever it lands: stop at once
@@ -147,6 +164,8 @@ def _train(cfg, resume: bool, data_changed: bool) -> None:
             err=True,
         )
         raise typer.Exit(130) from None
+    except PeerLost as e:
+        raise PeerLost(f"rank {ranks.rank}: {e}; {ranks.hint()}") from None
 
 
 def _resume_command(cfg) -> str:
@@ -156,9 +175,15 @@ def _resume_command(cfg) -> str:
 def _run_trainer(trainer, cfg, resume: bool) -> None:
     from mlx_gpt.metrics import progress_for
 
+    if not trainer.ranks.main:  # the other ranks print nothing but errors
+        result = trainer.train()
+        if result.stopped == "interrupted":  # by a signal here or on another rank
+            raise typer.Exit(result.exit_code or 130)
+        return
+    ranks = f" | {trainer.ranks.describe()}" if trainer.ranks.size > 1 else ""
     print(
         f"mlx-gpt: {trainer.model.num_params():,} parameters | preset {cfg.preset} | "
-        f"{environment_line()}"
+        f"{environment_line()}{ranks}"
     )
     blas_warning()
     start = trainer.state["step"]

@@ -115,7 +115,15 @@ class TrainConfig:
     )
     # optimization
     max_iters: int = setting(5000, "Optimizer steps in all.", OPTIM)
-    batch_size: int = setting(64, "Sequences per step.", OPTIM)
+    batch_size: int = setting(
+        64, "Sequences per optimizer step, over all ranks and micro-batches.", OPTIM
+    )
+    grad_accum: int = setting(
+        1,
+        "Micro-batches per step (gradient accumulation): each holds --batch-size / "
+        "(ranks x N) sequences, so memory is one micro-batch's.",
+        OPTIM,
+    )
     learning_rate: float = setting(3e-4, "Peak learning rate.", OPTIM)
     warmup_iters: int = setting(0, "Linear warm-up steps.", OPTIM)
     lr_decay_iters: int = setting(
@@ -147,6 +155,12 @@ class TrainConfig:
     )
     # runtime
     seed: int = setting(1337, "Random seed.", RUNTIME)
+    peer_timeout: float = setting(
+        120.0,
+        "Several ranks (mlx.launch): seconds one waits for the others before it stops "
+        "(exit 5). A rank that dies is noticed at once; this bounds one that hangs.",
+        RUNTIME,
+    )
     max_memory: float | None = setting(
         None,
         "Memory budget in GB: a first step that uses more stops the run, with a batch "
@@ -177,7 +191,8 @@ class TrainConfig:
             if not ok:
                 raise UserError(msg)
 
-        for name in ("block_size", "n_layer", "n_head", "n_embd", "max_iters", "batch_size"):
+        positive = ("block_size", "n_layer", "n_head", "n_embd", "max_iters", "batch_size")
+        for name in (*positive, "grad_accum"):
             need(getattr(self, name) >= 1, f"--{flag(name)} must be a positive integer")
         for name in ("eval_interval", "eval_iters", "log_interval"):
             need(getattr(self, name) >= 1, f"--{flag(name)} must be a positive integer")
@@ -212,6 +227,7 @@ class TrainConfig:
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
         for name in ("warmup_iters", "lr_decay_iters", "early_stop", "save_every"):
             need(getattr(self, name) >= 0, f"--{flag(name)} must be >= 0")
+        need(self.peer_timeout > 0, "--peer-timeout must be a positive number of seconds")
         need(
             self.max_memory is None or (math.isfinite(self.max_memory) and self.max_memory > 0),
             "--max-memory must be a positive number of GB",
@@ -310,6 +326,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "beta2": 0.95,
         "dropout": 0.0,
         "batch_size": 32,
+        "grad_accum": 32,  # one sequence at a time, as nanoGPT
         "max_iters": 20,
         "eval_interval": 5,
         "eval_iters": 40,

@@ -29,3 +29,10 @@ class DiskFull(UserError):
     checkpoint is kept."""
 
     exit_code = 4
+
+
+class PeerLost(UserError):
+    """Another rank of a distributed run died or stopped answering (exit 5); rank 0's
+    latest/ is whole and resumable."""
+
+    exit_code = 5

@@ -219,3 +219,18 @@ def load_tokenizer(folder: str | Path, kind: str = "char") -> Tokenizer:
 
 def _sha256(s: str) -> str:
     return hashlib.sha256(s.encode("utf-8")).hexdigest()
+
+
+def tokenizer_to_json(tokenizer: Tokenizer) -> dict:
+    """A tokenizer as JSON, to send to other ranks (see ranks.py)."""
+    if isinstance(tokenizer, CharTokenizer):
+        return {"kind": "char", "chars": tokenizer.chars}
+    return {"kind": tokenizer.kind, "json": tokenizer.hf.to_str()}
+
+
+def tokenizer_from_json(d: dict) -> Tokenizer:
+    if d["kind"] == "char":
+        return CharTokenizer(d["chars"])
+    from tokenizers import Tokenizer as HFTokenizer
+
+    return BPETokenizer(HFTokenizer.from_str(d["json"]), d["kind"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,17 +27,19 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from mlx_gpt import checkpoint, guards, signals
+from mlx_gpt import checkpoint, guards, ranks, signals
+from mlx_gpt.accumulate import AccumulatingStep, micro_batch_size
 from mlx_gpt.config import FIXED_ON_RESUME, TrainConfig, flag
 from mlx_gpt.data import Splits, get_batch, load_text, split_text
 from mlx_gpt.errors import UserError
 from mlx_gpt.init_from import Source
 from mlx_gpt.lock import RunLock
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
-from mlx_gpt.model import GPT
+from mlx_gpt.model import GPT, GPTConfig
 from mlx_gpt.optimizer import make_optimizer
+from mlx_gpt.ranks import Ranks
 from mlx_gpt.run import RunFolder
-from mlx_gpt.tokenizer import build_tokenizer
+from mlx_gpt.tokenizer import build_tokenizer, tokenizer_from_json, tokenizer_to_json
 
 Reporter = Callable[[Record], None]
 
@@ -70,25 +72,48 @@ def make_train_step(model: nn.Module, optimizer: optim.Optimizer, grad_clip: flo
     return partial(mx.compile, inputs=state, outputs=state)(step)
 
 
-def estimate_loss(model: GPT, splits: Splits, cfg: TrainConfig) -> dict[str, float]:
+def estimate_loss(
+    model: GPT, splits: Splits, cfg: TrainConfig, ranks: Ranks | None = None
+) -> dict[str, float]:
     """Mean loss of each split over eval_iters batches, dropout off.
 
     Every evaluation draws the same batches (a generator seeded afresh), so points on
     the loss curve differ by the model alone, and evaluating draws nothing from the
     training batch stream (a resumed run sees the same batches as an unbroken one).
+    With several ranks, each computes every ranks.size-th batch and the sums are added.
     """
+    ranks = ranks or Ranks()
     model.eval()
     rng = np.random.default_rng([cfg.seed, 1])
     out = {}
     for name in ("train", "val"):
         data = getattr(splits, name)
         total = 0.0
-        for _ in range(cfg.eval_iters):
-            x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)
-            total += loss_fn(model, x, y).item()
+        for i in range(cfg.eval_iters):
+            x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)  # every rank draws all
+            if i % ranks.size == ranks.rank:
+                total += loss_fn(model, x, y).item()
+        if ranks.size > 1:
+            total = ranks.run(lambda t=total: ranks.all_sum(mx.array(t))).item()
         out[name] = total / cfg.eval_iters
     model.train()
     return out
+
+
+def build_step(model: GPT, optimizer: optim.Optimizer, cfg: TrainConfig, ranks: Ranks):
+    """step(x, y) -> the batch's mean loss (a float), the update applied. One rank and
+    one micro-batch: the single compiled step, one mx.eval. Otherwise: micro-batches and
+    an all-reduce (accumulate.py)."""
+    if ranks.size == 1 and cfg.grad_accum == 1:
+        step = make_train_step(model, optimizer, cfg.grad_clip)
+
+        def one_step(x: mx.array, y: mx.array) -> float:
+            loss = step(x, y)
+            mx.eval(loss, model.state, optimizer.state)
+            return loss.item()  # evaluated already: a copy, not a sync
+
+        return one_step
+    return AccumulatingStep(model, optimizer, cfg.grad_clip, ranks, cfg.grad_accum, loss_fn)
 
 
 @dataclass
@@ -126,15 +151,63 @@ class Trainer:
         resume: bool = False,
         command: list[str] | None = None,
         data_changed: bool = False,
+        ranks: Ranks | None = None,
     ):
         cfg.validate()
         self.cfg = cfg
+        self.ranks = ranks or Ranks()
+        micro_batch_size(cfg.batch_size, cfg.grad_accum, self.ranks.size)
         self.run = RunFolder(cfg.run_dir)
         self.command = command or []
-        if self.run.path.exists() and not self.run.path.is_dir():
-            raise UserError(f"--out-dir {self.run.path} is a file; give a folder")
         self.resume_from: Path | None = None
         self.source: Source | None = None
+        text = self._read_text()  # every rank reads its own copy; they must be the same
+        # rank 0 alone has the run folder (and a source run); its error stops every rank
+        self.ranks.check(self._prepare, text, resume, data_changed, main_only=True)
+        self._share_setup(text)
+
+        mx.random.seed(cfg.seed)
+        self.model = GPT(self.model_config)
+        if self.source:
+            self.source.load_into(self.model)
+        self.optimizer = make_optimizer(cfg)
+        self.optimizer.init(self.model.trainable_parameters())
+        self.data_rng = np.random.default_rng(cfg.seed)
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "tokens": 0,
+            "best_val_loss": math.inf,
+            "best_step": -1,
+            "evals_since_best": 0,
+            "elapsed_s": 0.0,
+        }
+        self.saved_step = 0  # the step latest/ holds
+        if self.resume_from is not None:
+            self._load(self.resume_from)
+        self._share_state()
+        if self.state["step"] >= cfg.max_iters:
+            raise UserError(
+                f"the run in {self.run.path} is already at step {self.state['step']}; "
+                f"pass a --max-iters above it to train further"
+            )
+
+    def _read_text(self) -> str:
+        text, error = None, None
+        try:
+            text = load_text(self.cfg.data)
+        except UserError as e:
+            if self.ranks.size == 1:
+                raise
+            error = str(e)
+        self.data_sha256 = guards.text_digest(text) if text is not None else None
+        ranks.check_same_data(self.ranks, self.data_sha256, error)
+        return text
+
+    def _prepare(self, text: str, resume: bool, data_changed: bool) -> None:
+        """Rank 0: the run folder's checks, the tokenizer, the splits, the model config."""
+        cfg = self.cfg
+        if self.run.path.exists() and not self.run.path.is_dir():
+            raise UserError(f"--out-dir {self.run.path} is a file; give a folder")
         if resume:
             self.resume_from = self.run.checkpoint("latest") if self.run.has_checkpoint() else None
             if self.resume_from is None:
@@ -151,8 +224,6 @@ class Trainer:
         elif cfg.init_from:
             self.source = Source(cfg)  # checks that the settings fit the source
             self.tokenizer = self.source.tokenizer
-        text = load_text(cfg.data)
-        self.data_sha256 = guards.text_digest(text)
         if resume:
             saved = self.run.read_config().get("data_sha256")
             guards.check_same_data(saved, self.data_sha256, data_changed)
@@ -173,36 +244,48 @@ class Trainer:
                     where = self.source.run.path
                     raise UserError(f"--data does not fit {where}'s vocabulary: {e}") from None
                 raise
-
-        mx.random.seed(cfg.seed)
         if self.source:
-            model_config = self.source.model_config
+            self.model_config = self.source.model_config
         else:
-            model_config = cfg.model_config(self.tokenizer.vocab_size)
+            self.model_config = cfg.model_config(self.tokenizer.vocab_size)
             if resume:  # what TrainConfig does not hold (an imported model's norm_eps)
-                model_config.norm_eps = self.run.model_config().norm_eps
-        self.model = GPT(model_config)
-        if self.source:
-            self.source.load_into(self.model)
-        self.optimizer = make_optimizer(cfg)
-        self.optimizer.init(self.model.trainable_parameters())
-        self.data_rng = np.random.default_rng(cfg.seed)
-        self.state: dict[str, Any] = {
-            "step": 0,
-            "tokens": 0,
-            "best_val_loss": math.inf,
-            "best_step": -1,
-            "evals_since_best": 0,
-            "elapsed_s": 0.0,
-        }
-        self.saved_step = 0  # the step latest/ holds
-        if self.resume_from is not None:
-            self._load(self.resume_from)
-            if self.state["step"] >= cfg.max_iters:
-                raise UserError(
-                    f"the run in {self.run.path} is already at step {self.state['step']}; "
-                    f"pass a --max-iters above it to train further"
-                )
+                self.model_config.norm_eps = self.run.model_config().norm_eps
+
+    def _share_setup(self, text: str) -> None:
+        """The other ranks get rank 0's tokenizer and model config, and tokenize their
+        own copy of the text with it (the same text: checked)."""
+        if self.ranks.size == 1:
+            return
+        mine = None
+        if self.ranks.main:
+            mine = {
+                "tokenizer": tokenizer_to_json(self.tokenizer),
+                "model": asdict(self.model_config),
+            }
+        shared = self.ranks.broadcast_json(mine)
+        if not self.ranks.main:
+            self.tokenizer = tokenizer_from_json(shared["tokenizer"])
+            self.model_config = GPTConfig.from_dict(shared["model"])
+            self.splits = Splits.from_text(text, self.tokenizer, self.cfg.block_size)
+
+    def _share_state(self) -> None:
+        """Rank 0's weights, optimizer state, step and generators on every rank; each rank
+        then has a random key of its own (its dropout masks differ, as in DDP)."""
+        if self.ranks.size == 1:
+            return
+        self.model.update(self.ranks.broadcast(self.model.parameters()))
+        self.optimizer.state = self.ranks.broadcast(self.optimizer.state)
+        mine = {**self.state, "data_rng": self.data_rng.bit_generator.state}
+        mine["mlx_keys"] = self._saved_keys
+        shared = self.ranks.broadcast_json(mine if self.ranks.main else None)
+        self.data_rng.bit_generator.state = shared.pop("data_rng")
+        keys = shared.pop("mlx_keys")
+        self.state.update(shared)
+        self.saved_step = self.state["step"]
+        if keys and len(keys) == self.ranks.size:  # resumed: each rank's own key back
+            _restore_rng_key(keys[self.ranks.rank])
+        else:  # a new run: rank r's key from the seed and r
+            mx.random.seed(self.cfg.seed * 1000 + self.ranks.rank)
 
     def _check_same_model(self) -> None:
         if source := self.run.read_config().get("source"):
@@ -228,14 +311,22 @@ class Trainer:
         saved = checkpoint.load_state(path)
         self.data_rng.bit_generator.state = saved.pop("data_rng")
         _restore_rng_key(saved.pop("mlx_key"))
+        self._saved_keys = saved.pop("mlx_keys", None)  # every rank's, in a distributed run
         self.state.update(saved)
         self.saved_step = self.state["step"]
 
+    _saved_keys: list | None = None
+
     def _save(self, which: str) -> None:
+        """Every rank calls it at the same step (their random keys are gathered); rank 0
+        writes."""
         guards.check_finite_weights(self.model, self.state["step"], self.saved_step, self.cfg)
         state = {**self.state, "data_rng": self.data_rng.bit_generator.state}
         state["mlx_key"] = _rng_key()
-        checkpoint.save(self.run.path / which, self.model, self.optimizer, state)
+        if self.ranks.size > 1:
+            state["mlx_keys"] = self.ranks.gather_json(_rng_key())
+        if self.ranks.main:
+            checkpoint.save(self.run.path / which, self.model, self.optimizer, state)
         if which == "latest":
             self.saved_step = self.state["step"]
             self._clock.saved()
@@ -253,6 +344,8 @@ class Trainer:
     def train(self, reporters: list[Reporter] = ()) -> TrainResult:
         """Train to max_iters (or an early stop, or a stop signal); every record goes to
         metrics.jsonl and to each reporter. One trainer per run folder (RunLock)."""
+        if not self.ranks.main:  # the other ranks write nothing
+            return self._train([])
         try:
             self.run.path.mkdir(parents=True, exist_ok=True)
             lock = RunLock(self.run.path).acquire()
@@ -264,9 +357,12 @@ class Trainer:
             lock.release()
 
     def _train(self, reporters: list[Reporter]) -> TrainResult:
-        self._prepare_folder()
-        logger = JsonlLogger(self.run.metrics_file)
-        self._emitters = [logger, *reporters]
+        logger = None
+        self._emitters = []
+        if self.ranks.main:
+            self._prepare_folder()
+            logger = JsonlLogger(self.run.metrics_file)
+            self._emitters = [logger, *reporters]
         self._run_start = time.perf_counter() - self.state["elapsed_s"]
         self._train_seconds = 0.0  # in steps this session, for the overall rate
         self._steps = 0
@@ -275,7 +371,8 @@ class Trainer:
             with signals.deferred_stop() as stop:
                 stopped = self._loop(stop)
         finally:
-            logger.close()
+            if logger:
+                logger.close()
         tokens = self._steps * self.cfg.batch_size * self.cfg.block_size
         tokens_per_sec = tokens / self._train_seconds if self._train_seconds else 0.0
         return TrainResult(
@@ -301,7 +398,7 @@ class Trainer:
     def _evaluate(self, r: Record) -> bool:
         """Evaluate into r, save best/ on a new best, and say whether to stop early."""
         st = self.state
-        losses = estimate_loss(self.model, self.splits, self.cfg)
+        losses = estimate_loss(self.model, self.splits, self.cfg, self.ranks)
         r["val_loss"], r["eval_train_loss"] = losses["val"], losses["train"]
         r["val_bpc"] = self.splits.bits_per_char("val", losses["val"])
         r["eval_train_bpc"] = self.splits.bits_per_char("train", losses["train"])
@@ -320,7 +417,7 @@ class Trainer:
         budget = guards.memory_budget(cfg.max_memory)
         guards.limit_metal_memory(budget)
         self.model.train()  # before tracing: the compiled step keeps the mode it saw
-        step_fn = make_train_step(self.model, self.optimizer, cfg.grad_clip)
+        step_fn = build_step(self.model, self.optimizer, cfg, self.ranks)
         if st["step"] == 0:  # the loss at init, for the plot
             r = {"step": 0, "tokens": 0}
             self._evaluate(r)
@@ -330,21 +427,22 @@ class Trainer:
         window_start = time.perf_counter()
         while st["step"] < cfg.max_iters:
             x, y = get_batch(self.splits.train, cfg.batch_size, cfg.block_size, self.data_rng)
-            loss = step_fn(x, y)
-            mx.eval(loss, self.model.state, self.optimizer.state)
-            loss = loss.item()  # evaluated already: a copy, not a sync
+            loss = step_fn(x, y)  # the update is applied; the mean loss of the batch
             guards.check_finite(loss, st["step"] + 1, self.saved_step, cfg)
             if self._steps == 0:  # the first step shows what a step needs
-                guards.check_memory(mx.get_peak_memory(), budget, cfg.batch_size)
+                peak = mx.get_peak_memory()
+                self.ranks.check(guards.check_memory, peak, budget, cfg.batch_size)
             st["step"] += 1
             st["tokens"] += tokens_per_step
             window.append(loss)
             self._steps += 1
 
             eval_now = st["step"] % cfg.eval_interval == 0 or st["step"] == cfg.max_iters
-            if self._clock.due() and not eval_now:
+            at_record = eval_now or st["step"] % cfg.log_interval == 0
+            # several ranks act on the save clock and on signals together, at records
+            if self.ranks.agree_flag(self._clock.due(), at_record) and not eval_now:
                 self._save("latest")  # a kill -9 loses at most --save-every minutes
-            if not (eval_now or stop or st["step"] % cfg.log_interval == 0):
+            if not (at_record or (stop and self.ranks.size == 1)):
                 continue
             seconds = time.perf_counter() - window_start
             self._train_seconds += seconds
@@ -370,7 +468,7 @@ class Trainer:
                 )
                 self._emit({"step": st["step"], "event": "early_stop", "reason": reason})
                 return "early_stop"
-            if stop:  # checked after emit: a signal may come at any moment
+            if self.ranks.agree_flag(bool(stop)):  # after emit: a signal comes at any moment
                 if self.saved_step != st["step"]:
                     self._save("latest")
                 return "interrupted"

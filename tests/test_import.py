@@ -293,13 +293,15 @@ def test_init_from_crops_the_block_and_finetune_preset(tiny_run, tmp_path, cli):
     out = tmp_path / "ft"
     result = cli(
         TRAIN, "--preset", "finetune", "--init-from", str(source), "--data", str(text),
-        "--block-size", "16", "--batch-size", "4", "--max-iters", "2", "--eval-iters", "2",
+        "--block-size", "16", "--batch-size", "4", "--grad-accum", "2", "--max-iters", "2",
+        "--eval-iters", "2",
         "--out-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["block_size"] == 16 and config["model"]["n_embd"] == 32
     assert config["train"]["learning_rate"] == 3e-5 and config["train"]["lr_decay_iters"] == 0
+    assert config["train"]["grad_accum"] == 2  # the flag over the preset's 32
     model, _ = RunFolder(out).load_model("latest")
     assert model.wpe.weight.shape == (16, 32)
 

@@ -117,7 +117,7 @@ def test_training_writes_the_plot(tiny_run):
 def test_early_stop_stops_at_the_right_evaluation(tmp_path, monkeypatch):
     scripted = iter([4.0, 3.0, 2.5, 2.6, 2.7, 2.4, 2.3])  # best at the 3rd evaluation
 
-    def fake_estimate(model, splits, cfg):
+    def fake_estimate(model, splits, cfg, ranks=None):
         val = next(scripted)
         return {"train": val - 0.1, "val": val}
 
@@ -136,7 +136,8 @@ def test_early_stop_stops_at_the_right_evaluation(tmp_path, monkeypatch):
 
 
 def test_early_stop_off_runs_to_the_end(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "estimate_loss", lambda m, s, c: {"train": 5.0, "val": 5.0})
+    flat = {"train": 5.0, "val": 5.0}
+    monkeypatch.setattr(trainer_module, "estimate_loss", lambda *args: flat)
     cfg = preset_config("tiny")
     cfg.out_dir, cfg.eval_interval, cfg.max_iters = str(tmp_path / "run"), 5, 30
     assert trainer_module.Trainer(cfg).train().stopped == "finished"

@@ -1,0 +1,290 @@
+"""Data-parallel ranks with MLX's own engine (mx.distributed), started by mlx.launch.
+
+    mlx.launch -n 2 -- python train.py --preset small       # 2 processes, this machine
+    mlx.launch --hostfile hosts.json -- python train.py     # several Macs
+
+Every rank runs the same program. Without mlx.launch (no MLX_RANK / MPI environment)
+there is one rank and nothing here communicates. Rank 0 alone touches the run folder;
+what the others need from it (a resumed run's settings, tokenizer, weights, optimizer
+and step) it sends them, so no rank reads another's disk.
+
+A collective that fails because a peer is gone raises PeerLost (exit 5); one that
+waits longer than the peer timeout (a peer that hangs, a host that vanished without
+closing its sockets) ends the process with the same exit code (see Watchdog).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_gpt.errors import PeerLost, UserError
+
+# Environment variables that mean "started by mlx.launch (or mpirun)", and the backend
+BACKENDS = (
+    ("MLX_HOSTFILE", "ring"),
+    ("MLX_IBV_DEVICES", "jaccl"),
+    ("OMPI_COMM_WORLD_SIZE", "mpi"),
+    ("PMI_SIZE", "mpi"),
+)
+
+
+@dataclass
+class Ranks:
+    """This process's place among the ranks; one rank without a launcher."""
+
+    group: Any = None  # mx.distributed.Group, or None for one process
+    rank: int = 0
+    size: int = 1
+    backend: str = ""
+    timeout: float = 120.0  # seconds a collective may wait for the others
+    hint: Any = None  # () -> str: what is saved and how to resume, after a lost peer
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def describe(self) -> str:
+        return f"ranks {self.size} (backend {self.backend})" if self.size > 1 else ""
+
+    # ---- collectives; no-ops for one rank ----
+
+    def all_sum(self, x: mx.array) -> mx.array:
+        return mx.distributed.all_sum(x, group=self.group) if self.size > 1 else x
+
+    def run(self, fn, *args):
+        """Evaluate fn(*args) (a computation with collectives in it) under the watchdog;
+        a lost peer becomes PeerLost."""
+        if self.size == 1:
+            out = fn(*args)
+            mx.eval(out)
+            return out
+        with Watchdog(self):
+            try:
+                out = fn(*args)
+                mx.eval(out)
+            except RuntimeError as e:
+                if "[ring]" in str(e) or "peer" in str(e).lower():
+                    raise PeerLost(self.lost_message(str(e))) from None
+                raise
+        return out
+
+    def lost_message(self, why: str) -> str:
+        peers = sorted({(self.rank - 1) % self.size, (self.rank + 1) % self.size} - {self.rank})
+        who = f"rank {peers[0]}" if len(peers) == 1 else f"rank {peers[0]} or {peers[1]}"
+        return f"lost {who} ({why.strip().splitlines()[0]})"
+
+    def broadcast(self, tree: Any) -> Any:
+        """Rank 0's tree of arrays (weights, optimizer state) on every rank. Rank 0 sends
+        the names, shapes and dtypes first: the others' trees need not match it."""
+        if self.size == 1:
+            return tree
+        flat = sorted(tree_flatten(tree), key=lambda kv: kv[0]) if self.main else []
+        spec = self.broadcast_json([[k, list(v.shape), str(v.dtype)] for k, v in flat])
+        if self.main:
+            arrays = [v for _, v in flat]
+        else:
+            arrays = [mx.zeros(shape, dtype=_dtype(name)) for _, shape, name in spec]
+        out = self.run(lambda: [self.all_sum(v) for v in arrays])
+        return tree_unflatten([(k, v) for (k, _, _), v in zip(spec, out, strict=True)])
+
+    def broadcast_json(self, value: Any = None) -> Any:
+        """Rank 0's JSON-able value on every rank."""
+        if self.size == 1:
+            return value
+        data = json.dumps(value).encode() if self.main else b""
+        n = int(self.run(lambda: self.all_sum(mx.array(len(data)))).item())
+        buf = mx.array(list(data), dtype=mx.uint8) if self.main else mx.zeros(n, dtype=mx.uint8)
+        got = self.run(lambda: self.all_sum(buf.astype(mx.int32)))
+        return json.loads(bytes(got.astype(mx.uint8).tolist()).decode())
+
+    def gather_json(self, value: Any) -> list[Any]:
+        """Every rank's JSON-able value, in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        return [self.broadcast_from(r, value) for r in range(self.size)]
+
+    def broadcast_from(self, root: int, value: Any) -> Any:
+        data = json.dumps(value).encode() if self.rank == root else b""
+        n = int(self.run(lambda: self.all_sum(mx.array(len(data)))).item())
+        mine = list(data) if self.rank == root else [0] * n
+        got = self.run(lambda: self.all_sum(mx.array(mine, dtype=mx.int32)))
+        return json.loads(bytes(got.astype(mx.uint8).tolist()).decode())
+
+    def agree(self, error: UserError | None) -> None:
+        """Every rank stops if any did: the first rank's error, on every rank."""
+        if self.size == 1:
+            if error is not None:
+                raise error
+            return
+        mine = None if error is None else [type(error).__name__, str(error), error.exit_code]
+        reports = self.gather_json(mine)
+        for r, report in enumerate(reports):
+            if report is not None:
+                _, message, code = report
+                where = "" if r == self.rank else f"on rank {r} ({host_of(self, r)}): "
+                stop = UserError(where + message)
+                stop.exit_code = code
+                raise stop
+
+    def from_main(self, fn) -> Any:
+        """fn() computed on rank 0 (it may read rank 0's disk), sent to every rank; a
+        UserError there stops every rank. fn returns a JSON-able value."""
+        if self.size == 1:
+            return fn()
+        value, error = None, None
+        if self.main:
+            try:
+                value = fn()
+            except UserError as e:
+                error = e
+        self.agree(error)
+        return self.broadcast_json(value)
+
+    def agree_flag(self, flag: bool, now: bool = True) -> bool:
+        """A flag one rank raised (a signal, its save clock), on every rank: one rank
+        acts at once; several agree when `now` (at records, which every rank reaches at
+        the same step), so they stop or save together."""
+        if self.size == 1:
+            return flag
+        if not now:
+            return False
+        return bool(self.run(lambda: self.all_sum(mx.array(int(flag)))).item())
+
+    def check(self, fn, *args, main_only: bool = False) -> None:
+        """fn(*args) on every rank (or rank 0 alone); a UserError on any stops them all."""
+        error = None
+        try:
+            if self.main or not main_only:
+                fn(*args)
+        except UserError as e:
+            if self.size == 1:
+                raise
+            error = e
+        self.agree(error)
+
+    _hosts: list[str] | None = None
+
+
+def _dtype(name: str) -> mx.Dtype:
+    return getattr(mx, name.removeprefix("mlx.core."))
+
+
+def host_of(ranks: Ranks, r: int) -> str:
+    if ranks._hosts is None:
+        ranks._hosts = ranks.gather_json(socket.gethostname())
+    return ranks._hosts[r]
+
+
+def check_same_data(ranks: Ranks, digest: str | None, error: str | None) -> None:
+    """Every rank has the training text, the same: else every rank stops, naming the host."""
+    if ranks.size == 1:
+        return
+    reports = ranks.gather_json([digest, error])
+    first = reports[0][0]
+    for r, (theirs, problem) in enumerate(reports):
+        if problem:
+            raise UserError(f"rank {r} on host {host_of(ranks, r)}: {problem}")
+        if theirs != first:
+            raise UserError(
+                f"the training text on rank {r} (host {host_of(ranks, r)}) differs from rank "
+                f"0's (sha256 {theirs[:12]} against {first[:12]}); give every host the same file"
+            )
+
+
+def launched() -> str:
+    """The backend mlx.launch (or mpirun) set this process up for, or "" for none."""
+    if "MLX_RANK" not in os.environ and not any(v in os.environ for v, _ in BACKENDS[2:]):
+        return ""
+    for var, backend in BACKENDS:
+        if var in os.environ:
+            return backend
+    return ""
+
+
+def init(timeout: float = 120.0) -> Ranks:
+    """Join the other ranks if a launcher started this process; else one rank."""
+    backend = launched()
+    if not backend:
+        return Ranks(timeout=timeout)
+    try:
+        group = mx.distributed.init(strict=True, backend=backend)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(
+            f"could not join the other ranks over {backend} ({str(e).strip()}); "
+            "check the hostfile and that every host runs the same command"
+        ) from None
+    ranks = Ranks(group, group.rank(), group.size(), backend, timeout)
+    if backend == "ring":
+        _quiet_ring_messages()
+    return ranks
+
+
+# stderr as it was before _quiet_ring_messages (the watchdog writes its line there)
+_stderr_fd = 2
+
+
+def _quiet_ring_messages() -> None:
+    """Drop the ring backend's own "[ring] ..." lines from stderr (a lost peer prints
+    dozens of them from C++): our one line says what happened. Everything else on
+    stderr passes through a pipe unchanged."""
+    global _stderr_fd
+    read_end, write_end = os.pipe()
+    _stderr_fd = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as src:
+            for line in src:
+                if not line.startswith(b"[ring]"):
+                    os.write(_stderr_fd, line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+
+    def drain() -> None:  # at exit: pass on the last lines before the process ends
+        sys.stderr.flush()
+        os.dup2(_stderr_fd, 2)  # closes the pipe's last writer: the pump sees the end
+        thread.join(timeout=2)
+
+    atexit.register(drain)
+
+
+class Watchdog:
+    """Ends the process (exit 5, one line) if the collective it guards takes more than
+    the peer timeout: a peer that hangs never closes its sockets, so no error comes."""
+
+    def __init__(self, ranks: Ranks):
+        self.ranks = ranks
+        self.done = threading.Event()
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        return False
+
+    def _watch(self) -> None:
+        if self.done.wait(self.ranks.timeout):
+            return
+        message = self.ranks.lost_message(
+            f"no answer in {self.ranks.timeout:g} s: it hangs or its host is unreachable"
+        )
+        if self.ranks.hint:
+            message += f"; {self.ranks.hint()}"
+        os.write(_stderr_fd, f"error: rank {self.ranks.rank}: {message}\n".encode())
+        os._exit(PeerLost.exit_code)
