@@ -99,13 +99,7 @@ class Ranks:
 
     def broadcast_json(self, value: Any = None) -> Any:
         """Rank 0's JSON-able value on every rank."""
-        if self.size == 1:
-            return value
-        data = json.dumps(value).encode() if self.main else b""
-        n = int(self.run(lambda: self.all_sum(mx.array(len(data)))).item())
-        buf = mx.array(list(data), dtype=mx.uint8) if self.main else mx.zeros(n, dtype=mx.uint8)
-        got = self.run(lambda: self.all_sum(buf.astype(mx.int32)))
-        return json.loads(bytes(got.astype(mx.uint8).tolist()).decode())
+        return self.broadcast_from(0, value) if self.size > 1 else value
 
     def gather_json(self, value: Any) -> list[Any]:
         """Every rank's JSON-able value, in rank order, on every rank."""
@@ -114,6 +108,7 @@ class Ranks:
         return [self.broadcast_from(r, value) for r in range(self.size)]
 
     def broadcast_from(self, root: int, value: Any) -> Any:
+        """Rank `root`'s JSON-able value on every rank: its length, then its bytes."""
         data = json.dumps(value).encode() if self.rank == root else b""
         n = int(self.run(lambda: self.all_sum(mx.array(len(data)))).item())
         mine = list(data) if self.rank == root else [0] * n
@@ -126,11 +121,11 @@ class Ranks:
             if error is not None:
                 raise error
             return
-        mine = None if error is None else [type(error).__name__, str(error), error.exit_code]
+        mine = None if error is None else [str(error), error.exit_code]
         reports = self.gather_json(mine)
         for r, report in enumerate(reports):
             if report is not None:
-                _, message, code = report
+                message, code = report
                 where = "" if r == self.rank else f"on rank {r} ({host_of(self, r)}): "
                 stop = UserError(where + message)
                 stop.exit_code = code
@@ -141,14 +136,9 @@ class Ranks:
         UserError there stops every rank. fn returns a JSON-able value."""
         if self.size == 1:
             return fn()
-        value, error = None, None
-        if self.main:
-            try:
-                value = fn()
-            except UserError as e:
-                error = e
-        self.agree(error)
-        return self.broadcast_json(value)
+        value = []
+        self.check(lambda: value.append(fn()), main_only=True)
+        return self.broadcast_json(value[0] if value else None)
 
     def agree_flag(self, flag: bool, now: bool = True) -> bool:
         """A flag one rank raised (a signal, its save clock), on every rank: one rank

@@ -27,7 +27,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from mlx_gpt import checkpoint, guards, ranks, signals
+from mlx_gpt import checkpoint, guards, signals
 from mlx_gpt.accumulate import AccumulatingStep, micro_batch_size
 from mlx_gpt.config import FIXED_ON_RESUME, TrainConfig, flag
 from mlx_gpt.data import Splits, get_batch, load_text, split_text
@@ -37,7 +37,7 @@ from mlx_gpt.lock import RunLock
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.model import GPT, GPTConfig
 from mlx_gpt.optimizer import make_optimizer
-from mlx_gpt.ranks import Ranks
+from mlx_gpt.ranks import Ranks, check_same_data
 from mlx_gpt.run import RunFolder
 from mlx_gpt.tokenizer import build_tokenizer, tokenizer_from_json, tokenizer_to_json
 
@@ -200,7 +200,7 @@ class Trainer:
                 raise
             error = str(e)
         self.data_sha256 = guards.text_digest(text) if text is not None else None
-        ranks.check_same_data(self.ranks, self.data_sha256, error)
+        check_same_data(self.ranks, self.data_sha256, error)
         return text
 
     def _prepare(self, text: str, resume: bool, data_changed: bool) -> None:
