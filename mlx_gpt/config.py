@@ -238,6 +238,17 @@ class TrainConfig:
         )
 
 
+def first_difference(cfg: TrainConfig, other: TrainConfig, names) -> tuple[str, Any, Any] | None:
+    """The first of `names` whose value differs between two configs, as (name, cfg's,
+    other's); vocab_size counts only when `other` trains a bpe tokenizer."""
+    for name in names:
+        if name == "vocab_size" and other.tokenizer != "bpe":
+            continue
+        if getattr(cfg, name) != getattr(other, name):
+            return name, getattr(cfg, name), getattr(other, name)
+    return None
+
+
 def flag(field_name: str) -> str:
     return field_name.replace("_", "-")
 

@@ -13,6 +13,17 @@ from mlx_gpt.errors import UserError
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
+def local_or_fetch(source: str, patterns: list[str], hint: str) -> Path:
+    """`source` as a local path if it exists; else, if it reads as a hub name (org/name
+    or name, not ./x or /x), the hub folder of its files that match `patterns`."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise UserError(f"{source} does not exist; {hint}")
+    return fetch(source, patterns, hint)
+
+
 def fetch(repo_id: str, patterns: list[str], hint: str) -> Path:
     """A local folder holding the files of hub repo `repo_id` that match `patterns`.
 

@@ -74,12 +74,10 @@ def cast(weights: dict[str, mx.array], dtype: str | None) -> dict[str, mx.array]
 
 def hf_folder(source: str) -> Path:
     """A local folder in Hugging Face layout, or the hub snapshot of a name like gpt2."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if source.startswith((".", "/")) or source.count("/") > 1 or path.exists():
+    path = hub.local_or_fetch(source, HF_FILES, LOCAL_HINT)
+    if not path.is_dir():
         raise UserError(f"{source} is not a folder; give a model folder or a hub name (gpt2)")
-    return hub.fetch(source, HF_FILES, LOCAL_HINT)
+    return path
 
 
 def gpt2_config(hf: dict[str, Any], where: Path) -> GPTConfig:

@@ -14,7 +14,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gpt import checkpoint
-from mlx_gpt.config import MODEL_FIELDS, TrainConfig, flag
+from mlx_gpt.config import MODEL_FIELDS, TrainConfig, first_difference, flag
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT, GPTConfig
 from mlx_gpt.run import RunFolder
@@ -47,18 +47,14 @@ class Source:
     def __init__(self, cfg: TrainConfig):
         self.run = source_run(cfg.init_from)
         self.model_config: GPTConfig = self.run.model_config()
-        theirs = self.run.train_config()
-        for name in (*INHERITED, "tokenizer_path"):
-            if name in MAY_CHANGE or name == "tokenizer_path":
-                continue
-            if name == "vocab_size" and theirs.tokenizer != "bpe":
-                continue
-            if getattr(cfg, name) != getattr(theirs, name):
-                raise UserError(
-                    f"--{flag(name)} {getattr(cfg, name)} differs from {self.run.path}'s "
-                    f"{getattr(theirs, name)}; --init-from keeps the source's model and "
-                    "tokenizer (only --block-size may shrink and --dropout change)"
-                )
+        fixed = [n for n in INHERITED if n not in MAY_CHANGE]
+        if found := first_difference(cfg, self.run.train_config(), fixed):
+            name, mine, theirs = found
+            raise UserError(
+                f"--{flag(name)} {mine} differs from {self.run.path}'s {theirs}; --init-from "
+                "keeps the source's model and tokenizer (only --block-size may shrink and "
+                "--dropout change)"
+            )
         if cfg.block_size > self.model_config.block_size:
             raise UserError(
                 f"--block-size {cfg.block_size} is larger than {self.run.path}'s "

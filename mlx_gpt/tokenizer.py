@@ -127,14 +127,10 @@ class BPETokenizer:
 
         from mlx_gpt import hub
 
-        source = source or GPT2_HUB_NAME
-        path = Path(source)
+        files = [HF_FILE, "vocab.json", "merges.txt"]
+        path = hub.local_or_fetch(source or GPT2_HUB_NAME, files, GPT2_FILES_HINT)
         if path.is_file():
             return cls.load(path, "gpt2")
-        if not path.is_dir():
-            if source.startswith((".", "/")) or source.count("/") > 1:
-                raise UserError(f"--tokenizer-path {source} does not exist; {GPT2_FILES_HINT}")
-            path = hub.fetch(source, [HF_FILE, "vocab.json", "merges.txt"], GPT2_FILES_HINT)
         if (path / HF_FILE).is_file():
             return cls.load(path / HF_FILE, "gpt2")
         vocab, merges = path / "vocab.json", path / "merges.txt"

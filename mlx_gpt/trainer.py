@@ -29,7 +29,7 @@ import numpy as np
 
 from mlx_gpt import checkpoint, guards, signals
 from mlx_gpt.accumulate import AccumulatingStep, micro_batch_size
-from mlx_gpt.config import FIXED_ON_RESUME, TrainConfig, flag
+from mlx_gpt.config import FIXED_ON_RESUME, TrainConfig, first_difference, flag
 from mlx_gpt.data import Splits, get_batch, load_text, split_text
 from mlx_gpt.errors import UserError
 from mlx_gpt.init_from import Source
@@ -293,16 +293,12 @@ class Trainer:
                 f"{self.run.path} holds imported weights ({source}), not a run to resume; "
                 f"fine-tune them with --init-from {self.run.path} --out-dir NEW"
             )
-        saved = self.run.train_config()
-        for name in FIXED_ON_RESUME:
-            if name == "vocab_size" and saved.tokenizer != "bpe":
-                continue  # read by a bpe tokenizer only
-            mine, theirs = getattr(self.cfg, name), getattr(saved, name)
-            if mine != theirs:
-                raise UserError(
-                    f"--{flag(name)} {mine} differs from the checkpoint's {theirs} in "
-                    f"{self.run.path}; drop it to resume, or pick another --out-dir"
-                )
+        if found := first_difference(self.cfg, self.run.train_config(), FIXED_ON_RESUME):
+            name, mine, theirs = found
+            raise UserError(
+                f"--{flag(name)} {mine} differs from the checkpoint's {theirs} in "
+                f"{self.run.path}; drop it to resume, or pick another --out-dir"
+            )
 
     def _load(self, path: Path) -> None:
         checkpoint.load_model(path, self.model)

@@ -136,7 +136,7 @@ def test_bad_gpt2_sources(hf_gpt2, tmp_path, cli, damage):
         expected = "'llama' model, not GPT-2"
     else:
         src = tmp_path / "missing" / "folder"
-        expected = "is not a folder"
+        expected = "does not exist"
     out = tmp_path / "out"
     result = cli(*MODULE, "import", "gpt2", str(src), "--out-dir", str(out))
     assert expected in one_line_error(result)
