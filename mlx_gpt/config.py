@@ -412,7 +412,7 @@ def resolve(
     settings = {**base.to_dict(), **from_file, **overrides, "preset": name}
     if settings.get("init_from") and not resumed:
         # a run started from another takes its model and tokenizer unless told otherwise
-        from mlx_gpt.init_from import source_settings
+        from mlx_gpt.training.start import source_settings
 
         given = set(from_file) | set(overrides)
         source = source_settings(settings["init_from"])

@@ -7,7 +7,7 @@ import pytest
 from mlx_gpt import checkpoint
 from mlx_gpt.config import preset_config
 from mlx_gpt.model import GPT
-from mlx_gpt.optimizer import make_optimizer
+from mlx_gpt.training.optimizer import make_optimizer
 
 
 def _model_and_optimizer(seed):

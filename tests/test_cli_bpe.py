@@ -82,7 +82,7 @@ def test_resume_reads_the_token_cache(bpe_run, monkeypatch, tmp_path):
 
     from mlx_gpt.config import TrainConfig
     from mlx_gpt.tokenizer import BPETokenizer
-    from mlx_gpt.trainer import Trainer
+    from mlx_gpt.training.loop import Trainer
 
     run = tmp_path / "bpe"
     shutil.copytree(bpe_run[0], run)

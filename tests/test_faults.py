@@ -303,7 +303,7 @@ def test_generate_with_a_checkpoint_that_does_not_exist(cli, run):
 def test_memory_budget_default(device, expected):
     # The Metal memory limit cannot be tried on Linux: the budget's logic takes an
     # injected device description instead of mx.metal.device_info().
-    from mlx_gpt.guards import memory_budget
+    from mlx_gpt.training.guards import memory_budget
 
     if expected is None:
         expected = int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -317,7 +317,7 @@ def test_memory_budget_default(device, expected):
 def test_each_stop_signal_asks_for_a_clean_stop(signum, code):
     # The SIGTERM row above runs the whole path; this checks that SIGHUP and SIGINT take
     # it too, and that a second signal stops at once.
-    from mlx_gpt.signals import deferred_stop
+    from mlx_gpt.training.signals import deferred_stop
 
     with deferred_stop() as stop:
         assert not stop

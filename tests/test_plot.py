@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from mlx_gpt import trainer as trainer_module
 from mlx_gpt.config import preset_config
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.plot import draw, load_curves, plot_runs
+from mlx_gpt.training import loop as trainer_module
 
 
 def write_metrics(folder: Path, vals, trains, every=100, extra_lines=()):

@@ -9,8 +9,8 @@ import pytest
 from mlx_gpt.config import TrainConfig, preset_config
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.model import GPT
-from mlx_gpt.optimizer import make_optimizer
-from mlx_gpt.trainer import Trainer, make_train_step
+from mlx_gpt.training.loop import Trainer, make_train_step
+from mlx_gpt.training.optimizer import make_optimizer
 
 
 def _model_and_optimizer(cfg: TrainConfig):

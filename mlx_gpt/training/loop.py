@@ -27,19 +27,20 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
-from mlx_gpt import checkpoint, guards, signals
-from mlx_gpt.accumulate import AccumulatingStep, micro_batch_size
+from mlx_gpt import checkpoint
 from mlx_gpt.config import FIXED_ON_RESUME, TrainConfig, first_difference, flag
 from mlx_gpt.data import Splits, get_batch, load_text, split_text
 from mlx_gpt.errors import UserError
-from mlx_gpt.init_from import Source
-from mlx_gpt.lock import RunLock
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.optimizer import make_optimizer
 from mlx_gpt.ranks import Ranks, check_same_data
 from mlx_gpt.run import RunFolder
 from mlx_gpt.tokenizer import build_tokenizer, tokenizer_from_json, tokenizer_to_json
+from mlx_gpt.training import guards, signals
+from mlx_gpt.training.lock import RunLock
+from mlx_gpt.training.optimizer import make_optimizer
+from mlx_gpt.training.start import Source
+from mlx_gpt.training.step import AccumulatingStep, micro_batch_size
 
 Reporter = Callable[[Record], None]
 

@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from mlx_gpt import cli_import
-from mlx_gpt.cli_common import user_errors
+from mlx_gpt.cli import importing as cli_import
+from mlx_gpt.cli.common import user_errors
+from mlx_gpt.cli.flags import config_flags
 from mlx_gpt.config import DATA, EVAL, RUNTIME, TrainConfig
 from mlx_gpt.errors import UserError
-from mlx_gpt.flags import config_flags
 
 app = typer.Typer(
     help="mlx-gpt: the lecture's GPT, and GPT-2, trained, imported and sampled with MLX.",
@@ -147,7 +147,7 @@ def _resolve(preset, config, overrides, resume: bool):
 
 def _train(cfg, resume: bool, data_changed: bool, ranks) -> None:
     from mlx_gpt.errors import PeerLost
-    from mlx_gpt.trainer import Trainer
+    from mlx_gpt.training.loop import Trainer
 
     trainer = Trainer(cfg, resume, sys.argv, data_changed, ranks)
     where = "latest/" if ranks.main else "rank 0's latest/"

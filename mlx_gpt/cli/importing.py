@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlx_gpt.cli_common import user_errors
+from mlx_gpt.cli.common import user_errors
 
 app = typer.Typer(
     help="Bring weights in as a run folder: GPT-2 from Hugging Face, or a nanoGPT ckpt.pt. "
