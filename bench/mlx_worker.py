@@ -31,8 +31,8 @@ from mlx_gpt.config import TrainConfig
 from mlx_gpt.generation import cached_tokens, exact_tokens
 from mlx_gpt.model import GPT
 from mlx_gpt.sampling import Sampler
-from mlx_gpt.training.loop import make_train_step
 from mlx_gpt.training.optimizer import make_optimizer
+from mlx_gpt.training.step import make_train_step
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:

@@ -18,9 +18,10 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
+from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError, first_line
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -113,7 +114,7 @@ def load_weights(path: Path, model: nn.Module, weights: dict[str, mx.array]) -> 
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         raise UserError(
-            f"checkpoint {path} does not match its model configuration ({_first_line(e)})"
+            f"checkpoint {path} does not match its model configuration ({first_line(e)})"
         ) from None
 
 
@@ -130,10 +131,16 @@ def _read(file: Path) -> dict[str, mx.array]:
 
 def _damaged(file: Path, e: Exception) -> UserError:
     return UserError(
-        f"{file} is damaged or truncated ({_first_line(e)}); "
+        f"{file} is damaged or truncated ({first_line(e)}); "
         "use the other checkpoint (--checkpoint best or latest) or train again"
     )
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0]
+def rng_key() -> list[int]:
+    """MLX's global random key as two ints, as state.json keeps it."""
+    return [int(v) for v in np.array(mx.random.state[0])]
+
+
+def restore_rng_key(key: list[int]) -> None:
+    # mx.random.key(seed) is [seed >> 32, seed & 0xFFFFFFFF], so re-seeding restores any key.
+    mx.random.seed((key[0] << 32) | key[1])

@@ -1,20 +1,18 @@
-"""Training configuration: one typed dataclass, the presets, and how they are combined.
-
-Precedence, lowest first: the preset, a `--config` JSON file, flags on the command line.
+"""Training configuration: one typed dataclass and the presets. Declarations only: how
+a preset, a `--config` file, flags and a run folder combine into one TrainConfig is
+settings.py's business.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import ACTIVATIONS, GPTConfig
+from mlx_gpt.model import ACTIVATIONS, ConfigDict, GPTConfig
 from mlx_gpt.tokenizer import KINDS, MAX_VOCAB, MIN_BPE_VOCAB
 
 MODEL_FIELDS = (
@@ -28,11 +26,19 @@ MODEL_FIELDS = (
     "bias",
     "tie_embeddings",
 )
-# What a resumed run cannot change: the network's shape and the tokens it reads.
-FIXED_ON_RESUME = (*MODEL_FIELDS[:4], *MODEL_FIELDS[5:], "tokenizer", "vocab_size")
+# What a run takes from the run it continues (--resume) or starts from (--init-from):
+# the network and the tokens it reads.
+INHERITED = (*MODEL_FIELDS, "tokenizer", "vocab_size")
+# Of those, what each may set for itself; the rest must match the other run's.
+MAY_CHANGE_ON_RESUME = ("dropout",)
+MAY_CHANGE_ON_INIT_FROM = ("block_size", "dropout")
 
-# The panels of `train.py --help`.
-DATA, MODEL, OPTIM, EVAL, RUNTIME = (
+DEFAULT_PRESET = "lecture"
+
+# The panels of `train.py --help`. START holds what a person decides first; it is
+# typer's own panel (the one --help is in), which typer prints first.
+START, DATA, MODEL, OPTIM, EVAL, RUNTIME = (
+    "Options",
     "Data",
     "Model",
     "Optimization",
@@ -47,22 +53,29 @@ def setting(default: Any, help: str, panel: str, flags: str | None = None) -> An
     return field(default=default, metadata={"help": help, "panel": panel, "flags": flags})
 
 
+def default_run_dir(preset: str) -> Path:
+    """Where a run of `preset` goes when --out-dir is not given."""
+    return Path("out") / preset
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigDict):
     """Every setting of a training run: one field each, a flag each (`train.py --help`).
 
     The defaults are gpt.py's (the lecture preset)."""
 
     preset: str = setting(
-        "lecture",
+        DEFAULT_PRESET,
         "lecture (gpt.py), nanogpt, small, tiny, lecture-bpe (the lecture's size with a "
         "BPE and GPT-2's options), gpt2 (GPT-2 small, 124M: for its architecture and "
         "fine-tuning; far too big to train from scratch on a laptop) or finetune "
         "(nanoGPT's finetune_shakespeare, with --init-from).",
-        RUNTIME,
+        START,
     )
     data: str | None = setting(
-        None, "UTF-8 text file to train on. [default: the bundled tiny Shakespeare]", DATA
+        None,
+        "UTF-8 text file to train on. [default: the bundled tiny Shakespeare]",
+        START,
     )
     tokenizer: str = setting(
         "char",
@@ -79,7 +92,7 @@ class TrainConfig:
         "Hugging Face hub name. [default: gpt2, from the hub's cache or the network]",
         DATA,
     )
-    out_dir: str | None = setting(None, "Run folder. [default: out/PRESET]", RUNTIME)
+    out_dir: str | None = setting(None, "Run folder. [default: out/PRESET]", START)
     # model (see GPTConfig)
     block_size: int = setting(256, "Context length in tokens.", MODEL)
     n_layer: int = setting(6, "Transformer blocks.", MODEL)
@@ -111,7 +124,7 @@ class TrainConfig:
         None,
         "Start from this run's weights (a trained or imported run folder): its model and "
         "tokenizer, a new optimizer, step 0. --block-size may shrink, not grow.",
-        MODEL,
+        START,
     )
     # optimization
     max_iters: int = setting(5000, "Optimizer steps in all.", OPTIM)
@@ -168,12 +181,6 @@ class TrainConfig:
         RUNTIME,
     )
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, ignoring keys this version does not know."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -182,7 +189,7 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out_dir or f"out/{self.preset}")
+        return Path(self.out_dir) if self.out_dir else default_run_dir(self.preset)
 
     def validate(self) -> None:
         """Raise UserError, naming the flag, for any nonsense value."""
@@ -350,75 +357,3 @@ def preset_config(name: str) -> TrainConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return TrainConfig.from_dict({**PRESETS[name], "preset": name})
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A `--config` file: a JSON object of TrainConfig fields, or a run's config.json."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"config file {path} is not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise UserError(f"config file {path} must hold a JSON object")
-    d = d.get("train", d)  # a run folder's config.json keeps the fields under "train"
-    unknown = sorted(set(d) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise UserError(f"config file {path} has unknown keys: {', '.join(unknown)}")
-    for key, value in d.items():
-        kind, optional = field_type(TrainConfig, key)
-        if not ((value is None and optional) or _is_a(value, kind)):
-            expected = kind.__name__ + (" or null" if optional else "")
-            raise UserError(
-                f"config file {path}: {key} must be {expected}, not {json.dumps(value)}"
-            )
-    return d
-
-
-def field_type(cls: type, name: str) -> tuple[type, bool]:
-    """A dataclass field's type, and whether it may be None: `float | None` ->
-    (float, True). The command-line flags and the --config checks both read it here."""
-    hint = typing.get_type_hints(cls)[name]
-    kinds = [a for a in typing.get_args(hint) if a is not type(None)]
-    return (kinds[0] if kinds else hint), type(None) in typing.get_args(hint)
-
-
-def _is_a(value: Any, kind: type) -> bool:
-    """Whether a JSON value fits a field of type `kind`: an int is a float; a bool is
-    not an int."""
-    if isinstance(value, bool):
-        return kind is bool
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def resolve(
-    preset: str | None,
-    config_file: str | None,
-    overrides: dict[str, Any],
-    base: TrainConfig | None = None,
-) -> TrainConfig:
-    """The preset (or, resuming, the run's saved config), then the config file, then
-    command-line flags; validated."""
-    from_file = read_config_file(config_file) if config_file else {}
-    resumed = base is not None
-    if base is None:
-        name = preset or from_file.get("preset") or "lecture"
-        base = preset_config(name)
-    else:
-        name = base.preset
-    settings = {**base.to_dict(), **from_file, **overrides, "preset": name}
-    if settings.get("init_from") and not resumed:
-        # a run started from another takes its model and tokenizer unless told otherwise
-        from mlx_gpt.training.start import source_settings
-
-        given = set(from_file) | set(overrides)
-        source = source_settings(settings["init_from"])
-        settings.update({k: v for k, v in source.items() if k not in given})
-    elif name == "finetune" and not resumed:
-        raise UserError("the finetune preset starts from a run's weights: add --init-from RUN")
-    cfg = TrainConfig.from_dict(settings)
-    cfg.validate()
-    return cfg

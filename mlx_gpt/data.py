@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -33,6 +34,11 @@ def load_text(path: str | Path | None = None, flag: str = "--data") -> str:
     if not text:
         raise UserError(f"{flag} {p} is empty; give a file with some text in it")
     return text
+
+
+def text_digest(text: str) -> str:
+    """The sha256 of a text's UTF-8 bytes: how a run recognises its data and tokenizer."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 TOKEN_DTYPE = np.uint16  # every vocabulary up to 65,535 tokens (GPT-2's 50,257 too)

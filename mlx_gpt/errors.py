@@ -36,3 +36,10 @@ class PeerLost(UserError):
     latest/ is whole and resumable."""
 
     exit_code = 5
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (MLX's and the hub's can run to many lines),
+    or the error's type when it has no message: what a one-line error quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

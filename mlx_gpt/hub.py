@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mlx_gpt.errors import UserError
+from mlx_gpt.errors import UserError, first_line
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
@@ -44,9 +44,8 @@ def fetch(repo_id: str, patterns: list[str], hint: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as e:  # not found, gated, network: huggingface_hub has many kinds
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"could not fetch {repo_id!r} from the Hugging Face hub ({first}); {hint}"
+            f"could not fetch {repo_id!r} from the Hugging Face hub ({first_line(e)}); {hint}"
         ) from None
 
 

@@ -26,11 +26,10 @@ import mlx.core as mx
 from mlx_gpt import checkpoint, hub
 from mlx_gpt.config import MODEL_FIELDS, TrainConfig
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.model import GPT, GPTConfig, weights_dtype
 from mlx_gpt.run import RunFolder
 from mlx_gpt.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
 
-DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # Hugging Face's activation_function names -> ours
 HF_ACTIVATIONS = {
     "gelu_new": "gelu_tanh",
@@ -46,27 +45,10 @@ LOCAL_HINT = (
 )
 
 
-def default_dtype() -> str | None:
-    """float32 on a CPU; on a GPU, None: the dtype the weights are stored in."""
-    return None if mx.default_device() == mx.gpu else "float32"
-
-
-def set_dtype(model: GPT, dtype: str | None) -> None:
-    """Cast the model's weights (None: leave them as stored)."""
-    if dtype is not None:
-        model.set_dtype(_dtype(dtype))
-
-
-def _dtype(name: str) -> mx.Dtype:
-    if name not in DTYPES:
-        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {name!r}")
-    return DTYPES[name]
-
-
 def cast(weights: dict[str, mx.array], dtype: str | None) -> dict[str, mx.array]:
     if dtype is None:
         return weights
-    return {k: v.astype(_dtype(dtype)) for k, v in weights.items()}
+    return {k: v.astype(weights_dtype(dtype)) for k, v in weights.items()}
 
 
 # ---- GPT-2 from Hugging Face ----
@@ -263,10 +245,7 @@ def write_run(
             f"the weights have {config.vocab_size} tokens, the tokenizer {tokenizer.vocab_size}"
         )
     run = RunFolder(out_dir)
-    if run.path.exists() and not run.path.is_dir():
-        raise UserError(f"--out-dir {run.path} is a file; give a folder")
-    if run.has_checkpoint():
-        raise UserError(f"{run.path} already holds a run; choose another --out-dir")
+    run.check_new("choose another --out-dir")
     model = GPT(config)  # lazy: its random init is never computed
     try:
         model.load_weights(list(weights.items()), strict=True)

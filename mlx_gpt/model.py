@@ -18,9 +18,22 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlx_gpt.errors import UserError
+
+
+class ConfigDict:
+    """One `from_dict` for every config dataclass (GPTConfig here, TrainConfig in
+    config.py), as mlx-lm's BaseModelArgs: keys this version does not know are ignored,
+    so that a config.json written by an older or newer version still loads."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 @dataclass
-class GPTConfig:
+class GPTConfig(ConfigDict):
     vocab_size: int = 65
     block_size: int = 256  # the longest context the model sees (learned positions)
     n_layer: int = 6
@@ -33,10 +46,36 @@ class GPTConfig:
     tie_embeddings: bool = False  # lm_head is wte's matrix, without a bias (GPT-2)
     norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2's layer_norm_epsilon)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+# The dtypes that weights may be cast to (--dtype of import and generate.py).
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def dtype_named(name: str) -> mx.Dtype:
+    """The MLX dtype called `name`, as "bfloat16" or as str(mx.bfloat16) spells it."""
+    dtype = getattr(mx, name.removeprefix("mlx.core."), None)
+    if not isinstance(dtype, mx.Dtype):
+        raise UserError(f"{name!r} is not an MLX dtype")
+    return dtype
+
+
+def weights_dtype(name: str) -> mx.Dtype:
+    """The dtype of --dtype, checked against DTYPES."""
+    if name not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {name!r}")
+    return dtype_named(name)
+
+
+def default_dtype() -> str | None:
+    """float32 on a CPU, which has no fast half-precision matmul; on a GPU, None: the
+    dtype the weights are stored in."""
+    return None if mx.default_device() == mx.gpu else "float32"
+
+
+def set_dtype(model: nn.Module, dtype: str | None) -> None:
+    """Cast the model's weights to `dtype` (None leaves them as stored)."""
+    if dtype is not None:
+        model.set_dtype(weights_dtype(dtype))
 
 
 # mlx.nn's own functions; gelu_approx is GPT-2's tanh approximation

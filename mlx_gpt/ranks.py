@@ -15,19 +15,19 @@ closing its sockets) ends the process with the same exit code (see Watchdog).
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import socket
-import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_gpt.errors import PeerLost, UserError
+from mlx_gpt import checkpoint
+from mlx_gpt.errors import PeerLost, UserError, first_line
+from mlx_gpt.model import dtype_named
+from mlx_gpt.peers import Watchdog, quiet_ring_messages
 
 # Environment variables that mean "started by mlx.launch (or mpirun)", and the backend
 BACKENDS = (
@@ -54,7 +54,7 @@ class Ranks:
         return self.rank == 0
 
     def describe(self) -> str:
-        return f"ranks {self.size} (backend {self.backend})" if self.size > 1 else ""
+        return f"ranks {self.size} (backend {self.backend})"
 
     # ---- collectives; no-ops for one rank ----
 
@@ -74,14 +74,14 @@ class Ranks:
                 mx.eval(out)
             except RuntimeError as e:
                 if "[ring]" in str(e) or "peer" in str(e).lower():
-                    raise PeerLost(self.lost_message(str(e))) from None
+                    raise PeerLost(self.lost_message(first_line(e))) from None
                 raise
         return out
 
     def lost_message(self, why: str) -> str:
         peers = sorted({(self.rank - 1) % self.size, (self.rank + 1) % self.size} - {self.rank})
         who = f"rank {peers[0]}" if len(peers) == 1 else f"rank {peers[0]} or {peers[1]}"
-        return f"lost {who} ({why.strip().splitlines()[0]})"
+        return f"lost {who} ({why})"
 
     def broadcast(self, tree: Any) -> Any:
         """Rank 0's tree of arrays (weights, optimizer state) on every rank. Rank 0 sends
@@ -93,7 +93,7 @@ class Ranks:
         if self.main:
             arrays = [v for _, v in flat]
         else:
-            arrays = [mx.zeros(shape, dtype=_dtype(name)) for _, shape, name in spec]
+            arrays = [mx.zeros(shape, dtype=dtype_named(name)) for _, shape, name in spec]
         out = self.run(lambda: [self.all_sum(v) for v in arrays])
         return tree_unflatten([(k, v) for (k, _, _), v in zip(spec, out, strict=True)])
 
@@ -134,39 +134,62 @@ class Ranks:
     def from_main(self, fn) -> Any:
         """fn() computed on rank 0 (it may read rank 0's disk), sent to every rank; a
         UserError there stops every rank. fn returns a JSON-able value."""
-        if self.size == 1:
-            return fn()
-        value = []
-        self.check(lambda: value.append(fn()), main_only=True)
-        return self.broadcast_json(value[0] if value else None)
+        return self.broadcast_json(self.check(fn, main_only=True))
 
-    def agree_flag(self, flag: bool, now: bool = True) -> bool:
-        """A flag one rank raised (a signal, its save clock), on every rank: one rank
-        acts at once; several agree when `now` (at records, which every rank reaches at
-        the same step), so they stop or save together."""
+    def _any(self, flag: bool, now: bool) -> bool:
+        """Whether any rank raised `flag`. Several ranks ask each other only when `now`;
+        otherwise the answer is no until they do."""
         if self.size == 1:
             return flag
         if not now:
             return False
         return bool(self.run(lambda: self.all_sum(mx.array(int(flag)))).item())
 
-    def check(self, fn, *args, main_only: bool = False) -> None:
-        """fn(*args) on every rank (or rank 0 alone); a UserError on any stops them all."""
-        error = None
+    def check(self, fn, *args, main_only: bool = False) -> Any:
+        """fn(*args) on every rank (or on rank 0 alone), and its result (None where it did
+        not run). A UserError on any rank stops them all."""
+        error, result = None, None
         try:
             if self.main or not main_only:
-                fn(*args)
+                result = fn(*args)
         except UserError as e:
             if self.size == 1:
                 raise
             error = e
         self.agree(error)
+        return result
+
+    def share_state(self, model, optimizer, data_rng, state: dict, keys, seed: int) -> None:
+        """Rank 0's weights, optimizer state, step and generators on every rank. Each rank
+        then has a random key of its own, so that their dropout masks differ (as in DDP):
+        its saved key (`keys`, rank 0's list of every rank's) on a resume, else one made
+        from the seed and the rank."""
+        if self.size == 1:
+            return
+        model.update(self.broadcast(model.parameters()))
+        optimizer.state = self.broadcast(optimizer.state)
+        mine = {**state, "data_rng": data_rng.bit_generator.state, "mlx_keys": keys}
+        shared = self.broadcast_json(mine if self.main else None)
+        data_rng.bit_generator.state = shared.pop("data_rng")
+        keys = shared.pop("mlx_keys")
+        state.update(shared)
+        if keys and len(keys) == self.size:
+            checkpoint.restore_rng_key(keys[self.rank])
+        else:
+            mx.random.seed(seed * 1000 + self.rank)
+
+    def agree_to_save(self, due: bool, at_record: bool) -> bool:
+        """Whether to save latest/ now because a rank's save clock is due. One rank saves
+        at once. Several ranks can only agree at records, which every rank reaches at the
+        same step, and they then all save at that step."""
+        return self._any(due, now=at_record)
+
+    def agree_to_stop(self, requested: bool) -> bool:
+        """Whether any rank was asked to stop (a signal). Every rank calls it at the same
+        step, and every rank gets the same answer, so they stop together."""
+        return self._any(requested, now=True)
 
     _hosts: list[str] | None = None
-
-
-def _dtype(name: str) -> mx.Dtype:
-    return getattr(mx, name.removeprefix("mlx.core."))
 
 
 def host_of(ranks: Ranks, r: int) -> str:
@@ -215,66 +238,5 @@ def init(timeout: float = 120.0) -> Ranks:
         ) from None
     ranks = Ranks(group, group.rank(), group.size(), backend, timeout)
     if backend == "ring":
-        _quiet_ring_messages()
+        quiet_ring_messages()
     return ranks
-
-
-# stderr as it was before _quiet_ring_messages (the watchdog writes its line there)
-_stderr_fd = 2
-
-
-def _quiet_ring_messages() -> None:
-    """Drop the ring backend's own "[ring] ..." lines from stderr (a lost peer prints
-    dozens of them from C++): our one line says what happened. Everything else on
-    stderr passes through a pipe unchanged."""
-    global _stderr_fd
-    read_end, write_end = os.pipe()
-    _stderr_fd = os.dup(2)
-    sys.stderr.flush()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def pump() -> None:
-        with os.fdopen(read_end, "rb") as src:
-            for line in src:
-                if not line.startswith(b"[ring]"):
-                    os.write(_stderr_fd, line)
-
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-
-    def drain() -> None:  # at exit: pass on the last lines before the process ends
-        sys.stderr.flush()
-        os.dup2(_stderr_fd, 2)  # closes the pipe's last writer: the pump sees the end
-        thread.join(timeout=2)
-
-    atexit.register(drain)
-
-
-class Watchdog:
-    """Ends the process (exit 5, one line) if the collective it guards takes more than
-    the peer timeout: a peer that hangs never closes its sockets, so no error comes."""
-
-    def __init__(self, ranks: Ranks):
-        self.ranks = ranks
-        self.done = threading.Event()
-
-    def __enter__(self):
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        return False
-
-    def _watch(self) -> None:
-        if self.done.wait(self.ranks.timeout):
-            return
-        message = self.ranks.lost_message(
-            f"no answer in {self.ranks.timeout:g} s: it hangs or its host is unreachable"
-        )
-        if self.ranks.hint:
-            message += f"; {self.ranks.hint()}"
-        os.write(_stderr_fd, f"error: rank {self.ranks.rank}: {message}\n".encode())
-        os._exit(PeerLost.exit_code)

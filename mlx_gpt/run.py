@@ -5,7 +5,7 @@ out/<preset>/
   vocab.json       the character vocabulary (char), or
   tokenizer.json   the byte-level BPE (bpe, gpt2), read by Hugging Face `tokenizers`
   tokens/          the tokenized splits, so a resume does not tokenize again
-  metrics.jsonl    one record per log interval (see trainer.py)
+  metrics.jsonl    one record per log interval (see training/loop.py)
   best/  latest/   checkpoints (see checkpoint.py)
   loss.png         the loss curves (see plot.py)
 """
@@ -28,16 +28,26 @@ DEFAULT_ROOT = Path("out")
 
 
 class RunFolder:
+    """A run folder's paths, and what its config.json says (read once, when first asked)."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config_file = self.path / "config.json"
-        self.vocab_file = self.path / "vocab.json"
         self.metrics_file = self.path / "metrics.jsonl"
         self.best = self.path / "best"
         self.latest = self.path / "latest"
+        self._config: dict[str, Any] | None = None  # config.json, parsed
 
     def has_checkpoint(self) -> bool:
         return any(checkpoint.resolve(p) for p in (self.best, self.latest))
+
+    def check_new(self, hint: str) -> None:
+        """Refuse to write a new run over a file or over a run that holds checkpoints;
+        `hint` says what to do instead."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out-dir {self.path} is a file; give a folder")
+        if self.has_checkpoint():
+            raise UserError(f"{self.path} already holds a trained run; {hint}")
 
     def write_config(
         self,
@@ -59,11 +69,20 @@ class RunFolder:
         tmp = self.config_file.with_name("config.json.tmp")
         tmp.write_text(json.dumps(payload, indent=2))
         os.replace(tmp, self.config_file)
+        self._config = payload
 
     def read_config(self) -> dict[str, Any]:
-        if not self.config_file.is_file():
-            raise UserError(f"{self.path} is not a run folder (no config.json)")
-        return json.loads(self.config_file.read_text())
+        if self._config is None:
+            if not self.config_file.is_file():
+                raise UserError(f"{self.path} is not a run folder (no config.json)")
+            try:
+                config = json.loads(self.config_file.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise UserError(f"{self.config_file} is damaged ({e})") from None
+            if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+                raise UserError(f"{self.config_file} is damaged (it has no train settings)")
+            self._config = config
+        return self._config
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.read_config()["train"])
@@ -72,7 +91,7 @@ class RunFolder:
         return GPTConfig.from_dict(self.read_config()["model"])
 
     def tokenizer(self) -> Tokenizer:
-        kind = self.read_config().get("train", {}).get("tokenizer", "char")
+        kind = self.read_config()["train"].get("tokenizer", "char")
         return load_tokenizer(self.path, kind)
 
     def checkpoint(self, which: str = "best") -> Path:
@@ -105,6 +124,18 @@ class RunFolder:
         checkpoint.load_model(found, model)
         model.eval()
         return model, tokenizer
+
+
+def source_run(path: str | Path) -> RunFolder:
+    """The run folder that --init-from names: it must hold a config.json and best/."""
+    run = RunFolder(path)
+    if not run.config_file.is_file():
+        raise UserError(
+            f"--init-from {path} is not a run folder (no config.json); give a folder made by "
+            "train.py or `python -m mlx_gpt import`"
+        )
+    run.checkpoint("best")  # raises, saying what the folder has, if there is none
+    return run
 
 
 def latest_run(root: str | Path = DEFAULT_ROOT) -> RunFolder:

@@ -12,10 +12,10 @@ multi-byte character (a byte-level token can hold half an emoji).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
+from mlx_gpt.data import text_digest
 from mlx_gpt.errors import UserError
 
 KINDS = ("char", "bpe", "gpt2")
@@ -68,7 +68,7 @@ class CharTokenizer:
         return cls(json.loads(Path(path).read_text(encoding="utf-8"))["chars"])
 
     def digest(self) -> str:
-        return _sha256(json.dumps(self.chars, ensure_ascii=False))
+        return text_digest(json.dumps(self.chars, ensure_ascii=False))
 
     def stream_decoder(self) -> CharStream:
         return CharStream(self.chars)
@@ -155,7 +155,7 @@ class BPETokenizer:
         self.hf.save(str(Path(folder, HF_FILE)))
 
     def digest(self) -> str:
-        return _sha256(self.hf.to_str())
+        return text_digest(self.hf.to_str())
 
     def stream_decoder(self) -> BPEStream:
         return BPEStream(self)
@@ -211,10 +211,6 @@ def load_tokenizer(folder: str | Path, kind: str = "char") -> Tokenizer:
     if (folder / CHAR_FILE).is_file():
         return CharTokenizer.load(folder / CHAR_FILE)
     raise UserError(f"{folder} has no tokenizer ({CHAR_FILE} or {HF_FILE}); is it a run folder?")
-
-
-def _sha256(s: str) -> str:
-    return hashlib.sha256(s.encode("utf-8")).hexdigest()
 
 
 def tokenizer_to_json(tokenizer: Tokenizer) -> dict:

@@ -82,7 +82,7 @@ def test_resume_reads_the_token_cache(bpe_run, monkeypatch, tmp_path):
 
     from mlx_gpt.config import TrainConfig
     from mlx_gpt.tokenizer import BPETokenizer
-    from mlx_gpt.training.loop import Trainer
+    from mlx_gpt.training import Loop, prepare
 
     run = tmp_path / "bpe"
     shutil.copytree(bpe_run[0], run)
@@ -93,10 +93,10 @@ def test_resume_reads_the_token_cache(bpe_run, monkeypatch, tmp_path):
         raise AssertionError("re-tokenized on resume")
 
     monkeypatch.setattr(BPETokenizer, "encode", no_encoding)
-    trainer = Trainer(cfg, resume=True)
-    assert trainer.tokens_cached
-    assert np.array_equal(trainer.splits.val, np.load(run / "tokens" / "val.npy"))
-    result = trainer.train()
+    start = prepare(cfg, resume=True)
+    assert start.tokens_cached
+    assert np.array_equal(start.splits.val, np.load(run / "tokens" / "val.npy"))
+    result = Loop(start).run()
     assert result.step == 35
 
 

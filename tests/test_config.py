@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from mlx_gpt.config import PRESETS, TrainConfig, preset_config, resolve
+from mlx_gpt.config import PRESETS, TrainConfig, preset_config
 from mlx_gpt.errors import UserError
+from mlx_gpt.settings import resolve
 
 
 def test_lecture_preset_is_gpt_py():

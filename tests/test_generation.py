@@ -193,7 +193,7 @@ def test_checkpoint_that_does_not_match_its_config(cli, tiny_run, tmp_path):
 
 
 def test_library_never_imports_torch(cli):
-    modules = "mlx_gpt.cli, mlx_gpt.training.loop, mlx_gpt.generation"
+    modules = "mlx_gpt.cli, mlx_gpt.training, mlx_gpt.generation"
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     result = cli("-c", code)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

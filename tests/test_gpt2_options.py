@@ -11,8 +11,8 @@ from mlx.utils import tree_flatten
 
 from mlx_gpt.config import TrainConfig, preset_config
 from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.training.loop import make_train_step
 from mlx_gpt.training.optimizer import make_optimizer
+from mlx_gpt.training.step import make_train_step
 
 TINY = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
 GPT2 = dict(activation="gelu_tanh", qkv_bias=True, tie_embeddings=True)

@@ -12,8 +12,8 @@ from torch_gpt import TorchGPT, lr_at, make_optimizer  # noqa: E402
 
 from mlx_gpt.config import TrainConfig, preset_config  # noqa: E402
 from mlx_gpt.model import GPT  # noqa: E402
-from mlx_gpt.training.loop import make_train_step  # noqa: E402
 from mlx_gpt.training.optimizer import make_optimizer as make_mlx_optimizer  # noqa: E402
+from mlx_gpt.training.step import make_train_step  # noqa: E402
 
 SIZE = dict(block_size=32, n_layer=2, n_head=4, n_embd=64, dropout=0.0)
 

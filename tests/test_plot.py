@@ -8,7 +8,8 @@ import pytest
 from mlx_gpt.config import preset_config
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.plot import draw, load_curves, plot_runs
-from mlx_gpt.training import loop as trainer_module
+from mlx_gpt.training import Loop, prepare
+from mlx_gpt.training import loop as loop_module
 
 
 def write_metrics(folder: Path, vals, trains, every=100, extra_lines=()):
@@ -121,10 +122,10 @@ def test_early_stop_stops_at_the_right_evaluation(tmp_path, monkeypatch):
         val = next(scripted)
         return {"train": val - 0.1, "val": val}
 
-    monkeypatch.setattr(trainer_module, "estimate_loss", fake_estimate)
+    monkeypatch.setattr(loop_module, "estimate_loss", fake_estimate)
     cfg = preset_config("tiny")
     cfg.out_dir, cfg.eval_interval, cfg.early_stop = str(tmp_path / "run"), 5, 2
-    result = trainer_module.Trainer(cfg).train()
+    result = Loop(prepare(cfg)).run()
     # evaluations at steps 0, 5, 10 (best), 15, 20: two without a new best -> stop at 20
     assert result.stopped == "early_stop" and result.step == 20
     assert result.best_step == 10 and result.best_val_loss == 2.5
@@ -137,7 +138,7 @@ def test_early_stop_stops_at_the_right_evaluation(tmp_path, monkeypatch):
 
 def test_early_stop_off_runs_to_the_end(tmp_path, monkeypatch):
     flat = {"train": 5.0, "val": 5.0}
-    monkeypatch.setattr(trainer_module, "estimate_loss", lambda *args: flat)
+    monkeypatch.setattr(loop_module, "estimate_loss", lambda *args: flat)
     cfg = preset_config("tiny")
     cfg.out_dir, cfg.eval_interval, cfg.max_iters = str(tmp_path / "run"), 5, 30
-    assert trainer_module.Trainer(cfg).train().stopped == "finished"
+    assert Loop(prepare(cfg)).run().stopped == "finished"

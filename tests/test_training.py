@@ -9,8 +9,9 @@ import pytest
 from mlx_gpt.config import TrainConfig, preset_config
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.model import GPT
-from mlx_gpt.training.loop import Trainer, make_train_step
+from mlx_gpt.training import Loop, prepare
 from mlx_gpt.training.optimizer import make_optimizer
+from mlx_gpt.training.step import make_train_step
 
 
 def _model_and_optimizer(cfg: TrainConfig):
@@ -69,7 +70,7 @@ def _losses(records):
 def test_stop_and_resume_equals_straight_through(tmp_path):
     straight = preset_config("tiny")
     straight.out_dir = str(tmp_path / "straight")
-    Trainer(straight).train()
+    Loop(prepare(straight)).run()
 
     stopped = preset_config("tiny")
     stopped.out_dir = str(tmp_path / "stopped")
@@ -78,11 +79,11 @@ def test_stop_and_resume_equals_straight_through(tmp_path):
         if record["step"] == 35:
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
 
-    result = Trainer(stopped).train([ctrl_c_at_step_35])
+    result = Loop(prepare(stopped), [ctrl_c_at_step_35]).run()
     assert result.stopped == "interrupted" and result.step == 35
     assert max(r["step"] for r in read_metrics(tmp_path / "stopped" / "metrics.jsonl")) == 35
 
-    resumed = Trainer(stopped, resume=True).train()
+    resumed = Loop(prepare(stopped, resume=True)).run()
     assert resumed.stopped == "finished" and resumed.step == straight.max_iters
     a = _losses(read_metrics(tmp_path / "straight" / "metrics.jsonl"))
     b = _losses(read_metrics(tmp_path / "stopped" / "metrics.jsonl"))
@@ -97,14 +98,14 @@ def test_resume_after_a_kill_rewrites_metrics_past_the_checkpoint(tmp_path):
     cfg = preset_config("tiny")
     cfg.out_dir = str(tmp_path / "run")
     cfg.max_iters = 30
-    Trainer(cfg).train()
+    Loop(prepare(cfg)).run()
     metrics = tmp_path / "run" / "metrics.jsonl"
     # A kill after step 30's checkpoint leaves later records and a half-written line.
     with open(metrics, "a") as f:
         f.write('{"step": 35, "tokens": 1, "train_loss": 9.9}\n{"step": 40, "tra')
     cfg.max_iters = 50
     with pytest.warns(UserWarning, match="damaged"):  # the half-written line is reported
-        Trainer(cfg, resume=True).train()
+        Loop(prepare(cfg, resume=True)).run()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a damaged line left behind would raise here
         records = read_metrics(metrics)

@@ -1,12 +1,22 @@
-"""What every command shares: bad input as one line on stderr and an exit code."""
+"""What the commands share: an error or a warning as one line on stderr with an exit
+code, the --threads and --dtype options, and the line that names the device and BLAS."""
 
 from __future__ import annotations
 
 import functools
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 
 from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
+from mlx_gpt.model import DTYPES
+
+
+def say(line: str) -> None:
+    """One line on stderr: errors, warnings, summaries, everything that is not the output."""
+    typer.echo(line, err=True)
 
 
 def user_errors(fn):
@@ -18,12 +28,61 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            typer.echo(f"error: {e}", err=True)
+            say(f"error: {e}")
             raise typer.Exit(e.exit_code) from None
         except OSError as e:
             if e.errno not in DISK_FULL_ERRNOS:
                 raise
-            typer.echo(f"error: {e.strerror}: {e.filename or 'a file'}; free some space", err=True)
+            say(f"error: {e.strerror}: {e.filename or 'a file'}; free some space")
             raise typer.Exit(DiskFull.exit_code) from None
 
     return wrapper
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Within the block, each warning (a damaged metrics line, a token cache that could
+    not be written) is one line on stderr, without the source line Python adds."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: say(f"warning: {message}")
+        yield
+
+
+def threads_option(panel: str | None = None):
+    return typer.Option(
+        help="CPU threads for MLX's matmuls (OpenBLAS on Linux). [default: every core]",
+        show_default=False,
+        rich_help_panel=panel,
+    )
+
+
+DTYPE = typer.Option(
+    help=f"{', '.join(DTYPES)}. [default: float32 on a CPU, the stored dtype on a GPU]",
+    show_default=False,
+)
+
+
+def apply_threads(threads: int) -> None:
+    """--threads: OpenBLAS's thread count for MLX's matmuls (0: every core)."""
+    from mlx_gpt import linux_blas
+
+    if threads < 0:
+        raise UserError("--threads must be >= 0 (0: every core)")
+    if threads:
+        linux_blas.set_threads(threads)
+
+
+def environment_line() -> str:
+    import mlx.core as mx
+
+    from mlx_gpt import linux_blas
+
+    return f"device {mx.default_device().type.name} | BLAS: {linux_blas.describe()}"
+
+
+def blas_warning() -> None:
+    """One line on stderr when MLX is on its slow reference BLAS: why, and the fix."""
+    from mlx_gpt import linux_blas
+
+    if message := linux_blas.warning():
+        say(f"warning: {message}")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mlx_gpt.config import field_type
+from mlx_gpt.settings import field_type
 
 
 def config_flags(config_cls: type) -> Any:
@@ -39,7 +39,10 @@ def config_flags(config_cls: type) -> Any:
                     f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
                 )
             )
-        fn.__signature__ = signature.replace(parameters=[*own, *derived])
+        # The settings come first, so that --preset leads the first --help panel. Typer
+        # passes every option by name, so all of them can be keyword-only.
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        fn.__signature__ = signature.replace(parameters=[*derived, *own])
         return fn
 
     return decorate

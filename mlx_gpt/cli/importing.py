@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlx_gpt.cli.common import user_errors
+from mlx_gpt.cli.common import DTYPE, user_errors
 
 app = typer.Typer(
     help="Bring weights in as a run folder: GPT-2 from Hugging Face, or a nanoGPT ckpt.pt. "
@@ -16,10 +16,6 @@ app = typer.Typer(
 )
 
 OUT_DIR = typer.Option(help="Run folder to create.")
-DTYPE = typer.Option(
-    help="float32, float16 or bfloat16. [default: float32 on a CPU, the stored dtype on a GPU]",
-    show_default=False,
-)
 
 
 @app.command("gpt2")
@@ -40,7 +36,8 @@ def gpt2_command(
     Reads model.safetensors without torch. A hub name is fetched with huggingface_hub
     (the config, the weights and the tokenizer files only) or found in its cache.
     """
-    from mlx_gpt.importing import default_dtype, import_gpt2
+    from mlx_gpt.importing import import_gpt2
+    from mlx_gpt.model import default_dtype
 
     _report(import_gpt2(source, out_dir, dtype or default_dtype()))
 
@@ -62,7 +59,8 @@ def nanogpt_command(
 ) -> None:
     """A nanoGPT checkpoint (e.g. shakespeare_char's out/ckpt.pt). Needs torch (the bench
     extra) to read it, with weights_only=True."""
-    from mlx_gpt.importing import default_dtype, import_nanogpt
+    from mlx_gpt.importing import import_nanogpt
+    from mlx_gpt.model import default_dtype
 
     _report(import_nanogpt(ckpt, out_dir, meta, vocab_text, dtype or default_dtype()))
 

@@ -4,7 +4,6 @@ that says when to save latest/ between evaluations."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
@@ -40,10 +39,6 @@ def _diverged(what: str, saved_step: int, cfg: Any) -> Diverged:
         f"{what}: training stopped, latest/ keeps step {saved_step}; "
         f"try a lower --learning-rate (now {cfg.learning_rate:g}) or {clip}"
     )
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def check_same_data(saved: str | None, current: str, data_changed: bool) -> None:

@@ -1,74 +1,250 @@
-"""--init-from RUN: a new run that starts from another run's weights (fine-tuning).
+"""How a run starts: new, resumed (--resume) or fine-tuned (--init-from).
 
-The new run takes RUN's model (architecture and weights, from best/) and tokenizer,
-with a fresh optimizer at step 0, on its own --data. --block-size may shrink (the
-position table is cropped, as nanoGPT's crop_block_size) but not grow; --dropout may
-change; the rest of the model is RUN's. RUN is only read.
+nanoGPT's train.py makes the same three-way choice in its `init_from` block. Here it is
+`prepare`, which reads and checks everything a run needs, builds its model and
+optimizer, and writes nothing: the loop (loop.py) is the only writer, so a run refused
+here leaves every folder as it was.
+
+    new          the tokenizer is made from the text and the weights from the seed
+    --resume     the folder's tokenizer and model, and latest/'s weights, optimizer
+                 state, step and random generators, so the run goes on as if unbroken
+    --init-from  another run's tokenizer, model and best/ weights, with a new
+                 optimizer at step 0 (fine-tuning); that run is only read
+
+Resuming and fine-tuning are one act, `_inherit`: take the model and the tokenizer from
+a run folder, check the settings they fix, and let a few differ (config.MAY_CHANGE_*).
+
+With several ranks, every rank reads its own copy of the text (they must be the same),
+and rank 0 alone reads the run folders and sends the others what it found. The ranks
+make these collectives, and their random draws, in the same order as one process.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from mlx_gpt import checkpoint
-from mlx_gpt.config import MODEL_FIELDS, TrainConfig, first_difference, flag
+from mlx_gpt.config import (
+    INHERITED,
+    MAY_CHANGE_ON_INIT_FROM,
+    MAY_CHANGE_ON_RESUME,
+    MODEL_FIELDS,
+    TrainConfig,
+    first_difference,
+    flag,
+)
+from mlx_gpt.data import Splits, load_text, split_text, text_digest
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.run import RunFolder
+from mlx_gpt.ranks import Ranks, check_same_data
+from mlx_gpt.run import RunFolder, source_run
+from mlx_gpt.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_json, tokenizer_to_json
+from mlx_gpt.training import guards
+from mlx_gpt.training.optimizer import AdamW, make_optimizer
+from mlx_gpt.training.step import micro_batch_size
 
-MAY_CHANGE = ("block_size", "dropout")
-# what a fine-tuned run takes from its source unless told otherwise
-INHERITED = (*MODEL_FIELDS, "tokenizer", "vocab_size")
+
+@dataclass
+class Start:
+    """Everything a run needs, checked and loaded; the loop writes it to the run folder."""
+
+    cfg: TrainConfig
+    run: RunFolder
+    ranks: Ranks
+    resumed: bool
+    data_sha256: str  # the training text's, recorded so that a resume can check it
+    tokenizer: Tokenizer
+    splits: Splits
+    tokens_key: dict[str, str]  # what the splits were tokenized from (the cache's key)
+    tokens_cached: bool  # the splits came from the run folder's token cache
+    model: GPT
+    optimizer: AdamW
+    data_rng: np.random.Generator  # draws the training batches
+    state: dict[str, Any]  # step, tokens, best_val_loss, best_step, evals_since_best, ...
 
 
-def source_run(path: str) -> RunFolder:
-    run = RunFolder(path)
-    if not run.config_file.is_file():
+@dataclass
+class _Found:
+    """What rank 0 read from the run folders, before any weights exist."""
+
+    tokenizer: Tokenizer
+    model_config: GPTConfig
+    splits: Splits
+    tokens_cached: bool = False
+    resume_from: Path | None = None  # latest/ of the run to continue
+    weights_from: Path | None = None  # best/ of the run to fine-tune
+
+
+def prepare(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    data_changed: bool = False,
+    ranks: Ranks | None = None,
+) -> Start:
+    """Check and load everything the run needs; raise UserError before anything is written."""
+    ranks = ranks or Ranks()
+    micro_batch_size(cfg.batch_size, cfg.grad_accum, ranks.size)
+    run = RunFolder(cfg.run_dir)
+    text, digest = _read_text(cfg.data, ranks)
+    found = ranks.check(_read_folders, cfg, run, text, digest, resume, data_changed, main_only=True)
+    found = _share_found(found, text, cfg, ranks)
+
+    # The random draws come in this order on every start: the weights, then the batches.
+    mx.random.seed(cfg.seed)
+    model = GPT(found.model_config)
+    if found.weights_from:
+        _load_source_weights(found.weights_from, model)
+    optimizer = make_optimizer(cfg)
+    optimizer.init(model.trainable_parameters())
+    data_rng = np.random.default_rng(cfg.seed)
+    state: dict[str, Any] = dict(
+        step=0, tokens=0, best_val_loss=math.inf, best_step=-1, evals_since_best=0, elapsed_s=0.0
+    )
+    keys = _restore(found.resume_from, model, optimizer, data_rng, state)
+    ranks.share_state(model, optimizer, data_rng, state, keys, cfg.seed)
+    if state["step"] >= cfg.max_iters:
         raise UserError(
-            f"--init-from {path} is not a run folder (no config.json); give a folder made by "
-            "train.py or `python -m mlx_gpt import`"
+            f"the run in {run.path} is already at step {state['step']}; "
+            f"pass a --max-iters above it to train further"
         )
-    run.checkpoint("best")  # raises, saying what the folder has, if there is none
-    return run
+    tokens_key = {"data_sha256": digest, "tokenizer": found.tokenizer.digest()}
+    return Start(
+        cfg, run, ranks, resume, digest, found.tokenizer, found.splits, tokens_key,
+        found.tokens_cached, model, optimizer, data_rng, state,
+    )  # fmt: skip
 
 
-def source_settings(path: str) -> dict[str, Any]:
-    """The source's model and tokenizer settings: the defaults of a run started from it."""
-    saved = source_run(path).read_config()["train"]
-    return {k: saved[k] for k in INHERITED if k in saved}
+def _read_text(path: str | None, ranks: Ranks) -> tuple[str, str]:
+    """The training text and its digest. Every rank reads its own copy: a rank that
+    cannot, or whose copy differs, stops them all with a line that names its host."""
+    text, digest, error = None, None, None
+    try:
+        text = load_text(path)
+        digest = text_digest(text)
+    except UserError as e:
+        if ranks.size == 1:
+            raise
+        error = str(e)
+    check_same_data(ranks, digest, error)
+    return text, digest
 
 
-class Source:
-    """The run a new run starts from, checked against the new run's settings."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.run = source_run(cfg.init_from)
-        self.model_config: GPTConfig = self.run.model_config()
-        fixed = [n for n in INHERITED if n not in MAY_CHANGE]
-        if found := first_difference(cfg, self.run.train_config(), fixed):
-            name, mine, theirs = found
+def _read_folders(
+    cfg: TrainConfig, run: RunFolder, text: str, digest: str, resume: bool, data_changed: bool
+) -> _Found:
+    """Rank 0 reads the run folder (and the source run) and tokenizes the text."""
+    if resume:
+        if not run.has_checkpoint():
             raise UserError(
-                f"--{flag(name)} {mine} differs from {self.run.path}'s {theirs}; --init-from "
-                "keeps the source's model and tokenizer (only --block-size may shrink and "
-                "--dropout change)"
+                f"no checkpoint to resume in {run.path}; drop --resume to start a new run"
             )
-        if cfg.block_size > self.model_config.block_size:
+        if source := run.read_config().get("source"):
             raise UserError(
-                f"--block-size {cfg.block_size} is larger than {self.run.path}'s "
-                f"{self.model_config.block_size}: its position table cannot grow; "
-                f"use {self.model_config.block_size} or less"
+                f"{run.path} holds imported weights ({source}), not a run to resume; "
+                f"fine-tune them with --init-from {run.path} --out-dir NEW"
             )
-        self.model_config = replace(
-            self.model_config, block_size=cfg.block_size, dropout=cfg.dropout
+        fix = f"drop it to resume {run.path}, or pick another --out-dir"
+        model_config, tokenizer = _inherit(cfg, run, MAY_CHANGE_ON_RESUME, "the checkpoint's", fix)
+        guards.check_same_data(run.read_config().get("data_sha256"), digest, data_changed)
+        key = {"data_sha256": digest, "tokenizer": tokenizer.digest()}
+        if cached := Splits.load(run.path, key):
+            return _Found(tokenizer, model_config, cached, True, run.checkpoint("latest"))
+        unfit = "the data does not fit this run's vocabulary"
+        splits = _tokenize(text, tokenizer, cfg.block_size, unfit)
+        return _Found(tokenizer, model_config, splits, resume_from=run.checkpoint("latest"))
+
+    run.check_new("pass --resume to continue it or choose another --out-dir")
+    if cfg.init_from:
+        source = source_run(cfg.init_from)
+        fix = "--init-from keeps the source's model and tokenizer (only --block-size may shrink)"
+        whose = f"{source.path}'s"
+        model_config, tokenizer = _inherit(cfg, source, MAY_CHANGE_ON_INIT_FROM, whose, fix)
+        unfit = f"--data does not fit {source.path}'s vocabulary"
+        splits = _tokenize(text, tokenizer, cfg.block_size, unfit)
+        return _Found(tokenizer, model_config, splits, weights_from=source.checkpoint("best"))
+
+    kind, size, path = cfg.tokenizer, cfg.vocab_size, cfg.tokenizer_path
+    tokenizer = build_tokenizer(kind, text, split_text(text)[0], size, path)
+    splits = Splits.from_text(text, tokenizer, cfg.block_size)
+    return _Found(tokenizer, cfg.model_config(tokenizer.vocab_size), splits)
+
+
+def _inherit(
+    cfg: TrainConfig, run: RunFolder, may_change: tuple[str, ...], whose: str, fix: str
+) -> tuple[GPTConfig, Tokenizer]:
+    """The model config and tokenizer of `run`, the run this one continues or starts
+    from. The settings it fixes must be cfg's too, else the error names the first that
+    differs, `whose` value it is, and the `fix`; the `may_change` settings are cfg's."""
+    fixed = [n for n in INHERITED if n not in may_change]
+    if found := first_difference(cfg, run.train_config(), fixed):
+        name, mine, theirs = found
+        raise UserError(f"--{flag(name)} {mine} differs from {whose} {theirs}; {fix}")
+    model_config = run.model_config()
+    if cfg.block_size > model_config.block_size:  # only a fine-tune may ask this
+        raise UserError(
+            f"--block-size {cfg.block_size} is larger than {run.path}'s "
+            f"{model_config.block_size}: its position table cannot grow; "
+            f"use {model_config.block_size} or less"
         )
-        self.tokenizer = self.run.tokenizer()
+    # The model as cfg describes it (the same but for `may_change`, as checked), and what
+    # TrainConfig does not hold: the vocabulary's size, an imported model's norm_eps.
+    model_config = replace(model_config, **{name: getattr(cfg, name) for name in MODEL_FIELDS})
+    return model_config, run.tokenizer()
 
-    def load_into(self, model: GPT) -> None:
-        """The source's best/ weights, in float32, position table cropped to the new block."""
-        found = self.run.checkpoint("best")
-        weights = {k: v.astype(mx.float32) for k, v in checkpoint.read_weights(found).items()}
-        weights["wpe.weight"] = weights["wpe.weight"][: model.config.block_size]
-        checkpoint.load_weights(found, model, weights)
+
+def _tokenize(text: str, tokenizer: Tokenizer, block_size: int, unfit: str) -> Splits:
+    """The splits in another run's tokenizer; a character it lacks is named after `unfit`."""
+    try:
+        return Splits.from_text(text, tokenizer, block_size)
+    except UserError as e:
+        raise UserError(f"{unfit}: {e}") from None
+
+
+def _load_source_weights(found: Path, model: GPT) -> None:
+    """A source run's best/ weights in float32, the position table cropped to the new
+    block size (as nanoGPT's crop_block_size)."""
+    weights = {k: v.astype(mx.float32) for k, v in checkpoint.read_weights(found).items()}
+    weights["wpe.weight"] = weights["wpe.weight"][: model.config.block_size]
+    checkpoint.load_weights(found, model, weights)
+
+
+def _restore(found: Path | None, model, optimizer, data_rng, state) -> list | None:
+    """latest/'s weights, optimizer state, step and generators, into what prepare built;
+    returns every rank's saved random key (a distributed run's), or None."""
+    if found is None:
+        return None
+    checkpoint.load_model(found, model)
+    checkpoint.load_optimizer(found, optimizer)
+    optimizer.init(model.trainable_parameters())
+    saved = checkpoint.load_state(found)
+    data_rng.bit_generator.state = saved.pop("data_rng")
+    checkpoint.restore_rng_key(saved.pop("mlx_key"))
+    keys = saved.pop("mlx_keys", None)
+    state.update(saved)
+    return keys
+
+
+def _share_found(found: _Found | None, text: str, cfg: TrainConfig, ranks: Ranks) -> _Found:
+    """The other ranks get rank 0's tokenizer and model config, and tokenize their own
+    copy of the text with it (the same text, as _read_text checked). One rank has it."""
+    if ranks.size == 1:
+        return found
+    mine = None
+    if ranks.main:
+        mine = {
+            "tokenizer": tokenizer_to_json(found.tokenizer),
+            "model": asdict(found.model_config),
+        }
+    shared = ranks.broadcast_json(mine)
+    if ranks.main:
+        return found
+    tokenizer = tokenizer_from_json(shared["tokenizer"])
+    splits = Splits.from_text(text, tokenizer, cfg.block_size)
+    return _Found(tokenizer, GPTConfig.from_dict(shared["model"]), splits)

@@ -1,26 +1,63 @@
-"""One optimizer step from several micro-batches: gradient accumulation and data
-parallelism (ranks.py).
+"""One optimizer step, and the evaluation between steps.
 
---batch-size is the global batch: the sequences behind one optimizer step. Every rank
-draws the whole batch from the same seeded generator, takes its slice of
-batch_size / ranks sequences, and runs it as --grad-accum micro-batches of
-batch_size / (ranks x grad_accum). The gradients are averaged over the micro-batches
-and the ranks (all_sum / ranks, nn.average_gradients) before clipping and the update,
-so the step equals, up to float rounding, one process's step on the whole batch.
+The step is gpt.py's: the batch's mean cross-entropy, its gradient, an AdamW update.
+It comes in two forms that give the same update up to float rounding:
 
-With one rank and no accumulation the trainer keeps its single compiled step
-(trainer.make_train_step): this module is not in the way.
+- One rank and one micro-batch: `make_train_step`, a single compiled function whose
+  state (the model, the optimizer, the random state for dropout) is passed in and out
+  explicitly, as in mlx-examples' transformer_lm, with one mx.eval a step.
+- Gradient accumulation or several ranks (ranks.py): `AccumulatingStep`.
+  --batch-size is the global batch, the sequences behind one optimizer step. Every rank
+  draws the whole batch from the same seeded generator, takes its slice of
+  batch_size / ranks sequences, and runs it as --grad-accum micro-batches of
+  batch_size / (ranks x grad_accum). The gradients are averaged over the micro-batches
+  and the ranks (all_sum / ranks, nn.average_gradients) before clipping and the update,
+  so the step equals one process's step on the whole batch.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_map
 
+from mlx_gpt.config import TrainConfig
+from mlx_gpt.data import Splits, get_batch
 from mlx_gpt.errors import UserError
+from mlx_gpt.model import GPT
 from mlx_gpt.ranks import Ranks
+
+
+def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
+    logits = model(x)  # (B, T, vocab_size)
+    return nn.losses.cross_entropy(logits, y, reduction="mean")
+
+
+def make_train_step(model: nn.Module, optimizer: optim.Optimizer, grad_clip: float, compile=True):
+    """Forward, backward and update as one function of (x, y) that returns the loss.
+
+    Compiled, it captures the model, the optimizer and the random state (dropout) as
+    inputs and outputs, so each call reads and writes them. The caller evaluates the
+    state once per step. The training flag is read when the step is traced: build the
+    step with the model in train mode.
+    """
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def step(x: mx.array, y: mx.array) -> mx.array:
+        loss, grads = loss_and_grad(model, x, y)
+        if grad_clip > 0:
+            grads, _ = optim.clip_grad_norm(grads, grad_clip)
+        optimizer.update(model, grads)
+        return loss
+
+    if not compile:
+        return step
+    state = [model.state, optimizer.state, mx.random.state]
+    return partial(mx.compile, inputs=state, outputs=state)(step)
 
 
 def micro_batch_size(batch_size: int, grad_accum: int, ranks: int) -> int:
@@ -64,7 +101,6 @@ class AccumulatingStep:
         grad_clip: float,
         ranks: Ranks,
         grad_accum: int,
-        loss_fn,
     ):
         self.ranks, self.grad_accum = ranks, grad_accum
         loss_and_grad = nn.value_and_grad(model, loss_fn)
@@ -93,8 +129,8 @@ class AccumulatingStep:
 
     def __call__(self, x: mx.array, y: mx.array) -> float:
         loss_sum, grad_sum = None, None
-        for mx_, my in my_micro_batches(x, y, self.ranks, self.grad_accum):
-            loss, grads = self._grad(mx_, my)
+        for micro_x, micro_y in my_micro_batches(x, y, self.ranks, self.grad_accum):
+            loss, grads = self._grad(micro_x, micro_y)
             if grad_sum is None:
                 loss_sum, grad_sum = loss, grads
             else:
@@ -103,3 +139,46 @@ class AccumulatingStep:
             mx.eval(loss_sum, grad_sum)  # one micro-batch at a time
         loss = self.ranks.run(lambda: [self._apply(loss_sum, grad_sum), *self._state])[0]
         return loss.item()
+
+
+def build_step(model: GPT, optimizer: optim.Optimizer, cfg: TrainConfig, ranks: Ranks):
+    """step(x, y) -> the batch's mean loss (a float), the update applied: the single
+    compiled step where it serves (one rank, one micro-batch), else AccumulatingStep."""
+    if ranks.size == 1 and cfg.grad_accum == 1:
+        step = make_train_step(model, optimizer, cfg.grad_clip)
+
+        def one_step(x: mx.array, y: mx.array) -> float:
+            loss = step(x, y)
+            mx.eval(loss, model.state, optimizer.state)
+            return loss.item()  # the loss is evaluated already, so this copies and does not wait
+
+        return one_step
+    return AccumulatingStep(model, optimizer, cfg.grad_clip, ranks, cfg.grad_accum)
+
+
+def estimate_loss(
+    model: GPT, splits: Splits, cfg: TrainConfig, ranks: Ranks | None = None
+) -> dict[str, float]:
+    """Mean loss of each split over eval_iters batches, dropout off.
+
+    Every evaluation draws the same batches (a generator seeded afresh), so points on
+    the loss curve differ by the model alone, and evaluating draws nothing from the
+    training batch stream (a resumed run sees the same batches as an unbroken one).
+    With several ranks, each computes every ranks.size-th batch and the sums are added.
+    """
+    ranks = ranks or Ranks()
+    model.eval()
+    rng = np.random.default_rng([cfg.seed, 1])
+    out = {}
+    for name in ("train", "val"):
+        data = getattr(splits, name)
+        total = 0.0
+        for i in range(cfg.eval_iters):
+            x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)  # every rank draws all
+            if i % ranks.size == ranks.rank:
+                total += loss_fn(model, x, y).item()
+        if ranks.size > 1:
+            total = ranks.run(lambda t=total: ranks.all_sum(mx.array(t))).item()
+        out[name] = total / cfg.eval_iters
+    model.train()
+    return out

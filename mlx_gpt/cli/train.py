@@ -1,0 +1,177 @@
+"""`python train.py`: resolve the settings, prepare the start, print the banner, run the
+loop, print the summary. The library does the work (settings.py, then training/); this
+file only talks to the person at the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from mlx_gpt.cli.common import (
+    apply_threads,
+    blas_warning,
+    environment_line,
+    say,
+    threads_option,
+    user_errors,
+    warnings_as_lines,
+)
+from mlx_gpt.cli.flags import config_flags
+from mlx_gpt.config import DATA, RUNTIME, START, TrainConfig
+
+HELP = """Train the lecture's GPT on tiny Shakespeare (or any UTF-8 text) with MLX.
+
+Writes the run folder (default out/PRESET): config.json, the tokenizer (vocab.json or
+tokenizer.json), metrics.jsonl, checkpoints best/ (lowest val loss) and latest/, and
+loss.png. `--show-config` prints what a preset, `--config` and the flags add up to.
+
+**Examples**
+
+* `python train.py` : gpt.py exactly (preset lecture)
+
+* `python train.py --preset small` : a few minutes on a laptop CPU
+
+* `python train.py --preset small --show-config` : the settings, without training
+
+* `python train.py --preset nanogpt --max-iters 3000 --out-dir out/ng`
+
+* `python train.py --out-dir out/ng --resume --max-iters 6000` : continue a run
+
+* `python train.py --data my.txt --config my.json --dropout 0.1`
+
+* `python train.py --preset small --tokenizer bpe --vocab-size 512` : subword tokens
+
+* `python train.py --preset finetune --init-from out/gpt2 --data my.txt --out-dir out/ft`
+"""
+
+
+@user_errors
+@config_flags(TrainConfig)  # --preset, --data, --block-size ...: one per TrainConfig field
+def train_command(
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out-dir from latest/ (optimizer, schedule, RNGs).",
+            rich_help_panel=START,
+        ),
+    ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON file of settings (or a run's config.json); flags win over it.",
+            rich_help_panel=START,
+        ),
+    ] = None,
+    show_config: Annotated[
+        bool,
+        typer.Option(
+            "--show-config",
+            help="Print the resolved settings (a --config file), then exit; writes nothing.",
+            rich_help_panel=START,
+        ),
+    ] = False,
+    data_changed: Annotated[
+        bool,
+        typer.Option(
+            "--data-changed",
+            help="With --resume: go on although the training text differs from the run's.",
+            rich_help_panel=DATA,
+        ),
+    ] = False,
+    threads: Annotated[int, threads_option(RUNTIME)] = 0,
+    **settings,
+) -> None:
+    from mlx_gpt import ranks as distributed
+    from mlx_gpt.settings import resolve
+
+    apply_threads(threads)
+    preset = settings.pop("preset")
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    if show_config:
+        print(json.dumps(resolve(preset, config, overrides, resume=resume).to_dict(), indent=2))
+        return
+    # Under mlx.launch this is one of several ranks. Rank 0 resolves the settings (a
+    # resumed run's are in its folder) and sends them to the others.
+    ranks = distributed.init(overrides.get("peer_timeout", TrainConfig.peer_timeout))
+    settings = ranks.from_main(lambda: resolve(preset, config, overrides, resume=resume).to_dict())
+    cfg = TrainConfig.from_dict(settings)
+    ranks.timeout = cfg.peer_timeout
+    train(cfg, ranks, resume=resume, data_changed=data_changed)
+
+
+def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
+    """The run, as the lecture's script reads: prepare, banner, loop, summary."""
+    from mlx_gpt.errors import PeerLost
+    from mlx_gpt.metrics import progress_for
+    from mlx_gpt.training import Loop, prepare
+
+    start = prepare(cfg, resume=resume, data_changed=data_changed, ranks=ranks)
+    progress = progress_for(cfg.max_iters, start.state["step"]) if ranks.main else None
+    loop = Loop(start, reporters=[progress] if progress else [], command=sys.argv)
+    where = "latest/" if ranks.main else "rank 0's latest/"
+    ranks.hint = lambda: (
+        f"{where} holds step {loop.saved_step}. "
+        f"Resume with: mlx.launch ... -- {resume_command(cfg)}"
+    )
+    if ranks.main:
+        print_banner(start)
+    try:
+        with warnings_as_lines():
+            result = loop.run()
+    except KeyboardInterrupt:  # a second Ctrl-C (or signal), wherever it lands: stop at once
+        say(
+            f"error: stopped at once; latest/ holds step {loop.saved_step}. "
+            f"Resume with: {resume_command(cfg)}"
+        )
+        raise typer.Exit(130) from None
+    except PeerLost as e:
+        raise PeerLost(f"rank {ranks.rank}: {e}; {ranks.hint()}") from None
+    finally:
+        if progress:
+            progress.close()
+    if ranks.main:
+        print_summary(cfg, result)
+    if result.stopped == "interrupted":  # by a signal here or on another rank
+        raise typer.Exit(result.exit_code or 130)
+
+
+def print_banner(start) -> None:
+    cfg, ranks = start.cfg, start.ranks
+    on_ranks = f" | {ranks.describe()}" if ranks.size > 1 else ""
+    print(
+        f"mlx-gpt: {start.model.num_params():,} parameters | preset {cfg.preset} | "
+        f"{environment_line()}{on_ranks}"
+    )
+    blas_warning()
+    verb = f"resuming at step {start.state['step']}" if start.resumed else "training"
+    print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
+
+
+def print_summary(cfg: TrainConfig, result) -> None:
+    from mlx_gpt.plot import plot_runs
+
+    speed = f"{result.tokens_per_sec:,.0f} tok/s"
+    if cfg.tokenizer != "char":
+        speed += f" ({result.chars_per_sec:,.0f} chars/s)"
+    print(
+        f"{result.stopped} at step {result.step}: best val loss {result.best_val_loss:.4f} "
+        f"({result.best_val_bpc:.4f} bits/char) at step {result.best_step} | {speed} | "
+        f"peak {result.peak_memory_mb:,.0f} MB"
+    )
+    if result.stopped == "early_stop":
+        print(f"early stop: no new best val loss in {cfg.early_stop} evaluations")
+    with warnings_as_lines():
+        print(f"loss curves: {plot_runs([cfg.run_dir])[0]}")
+    if result.stopped == "interrupted":
+        say(
+            f"stopped by {result.signal}: latest/ saved at step {result.step}. "
+            f"Resume with: {resume_command(cfg)}"
+        )
+
+
+def resume_command(cfg: TrainConfig) -> str:
+    return f"python train.py --out-dir {cfg.run_dir} --resume"
