@@ -56,7 +56,7 @@ def split_text(text: str) -> tuple[str, str]:
 class Splits:
     train: np.ndarray  # token ids, TOKEN_DTYPE
     val: np.ndarray
-    train_chars: int  # characters the tokens spell: bits per character need them
+    train_chars: int  # the characters the tokens spell, which bits per character need
     val_chars: int
 
     @classmethod
@@ -92,7 +92,7 @@ class Splits:
             d.mkdir()
             np.save(d / "train.npy", self.train)
             np.save(d / "val.npy", self.val)
-            (d / "meta.json").write_text(json.dumps(meta))  # last: it marks the cache whole
+            (d / "meta.json").write_text(json.dumps(meta))  # written last, it marks the cache whole
         except OSError as e:
             shutil.rmtree(d, ignore_errors=True)
             warnings.warn(

@@ -70,11 +70,11 @@ def cached_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Itera
         return sampler(model(mx.array([context]), cache)[:, -1, :])
 
     context = ids[-block:]
-    y, filled = prefill(context), len(context)  # filled: the cache's offset, host side
+    y, filled = prefill(context), len(context)  # filled mirrors the cache's offset on the host
     mx.async_eval(y)
     for i in range(n):
         if i + 1 < n:
-            if filled == block:  # full: restart from the last half block
+            if filled == block:  # the cache is full, so restart it from the last half block
                 next_y, filled = prefill((ids + [y.item()])[-(block // 2) :]), block // 2
             else:
                 next_y, filled = decode(y[:, None]), filled + 1
@@ -137,7 +137,7 @@ def stream_generate(
     if max_tokens < 1:
         raise UserError("--tokens must be at least 1")
     ids = start_ids(tokenizer, prompt)
-    model.eval()  # dropout off: gpt.py samples with it on, a bug in the lecture code
+    model.eval()  # turns dropout off; gpt.py samples with it on, a bug in the lecture code
     make_tokens = cached_tokens if window == "fast" else exact_tokens
     tokens = make_tokens(model, ids, max_tokens, sampler or Sampler())
     return _responses(tokens, tokenizer, max_tokens)

@@ -1,5 +1,5 @@
-"""Weights from elsewhere, as ordinary run folders: GPT-2 in Hugging Face's layout, and
-nanoGPT's ckpt.pt.
+"""Weights from elsewhere, as ordinary run folders: GPT-2 in Hugging Face's layout here,
+and nanoGPT's ckpt.pt (nanogpt.py).
 
     python -m mlx_gpt import gpt2 [SOURCE] --out-dir out/gpt2
     python -m mlx_gpt import nanogpt ckpt.pt --meta meta.pkl --out-dir out/nano
@@ -12,10 +12,8 @@ run; it has no optimizer state, so it is fine-tuned (--init-from), never resumed
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -25,10 +23,11 @@ import mlx.core as mx
 
 from mlx_gpt import checkpoint, hub
 from mlx_gpt.config import MODEL_FIELDS, TrainConfig
+from mlx_gpt.dtypes import weights_dtype
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPT, GPTConfig, weights_dtype
+from mlx_gpt.model import GPT, GPTConfig
 from mlx_gpt.run import RunFolder
-from mlx_gpt.tokenizer import BPETokenizer, CharTokenizer, Tokenizer
+from mlx_gpt.tokenizer import BPETokenizer, Tokenizer
 
 # Hugging Face's activation_function names -> ours
 HF_ACTIVATIONS = {
@@ -124,109 +123,9 @@ def import_gpt2(source: str, out_dir: str | Path, dtype: str | None = None) -> R
 
 def _load_safetensors(file: Path) -> dict[str, mx.array]:
     try:
-        return mx.load(str(file))  # lazy: tensors are read when used, in their stored dtype
+        return mx.load(str(file))  # lazily: tensors are read when used, in their stored dtype
     except (OSError, ValueError, RuntimeError) as e:
         raise UserError(f"{file} is not a readable safetensors file ({e})") from None
-
-
-# ---- nanoGPT's ckpt.pt ----
-
-
-class PlainUnpickler(pickle.Unpickler):
-    """Admits plain data only (dicts, lists, strings, numbers): any class or function a
-    pickle names, e.g. os.system, is refused before it can be imported or called."""
-
-    def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"it asks for {module}.{name}")
-
-
-def read_meta(path: str | Path) -> list[str]:
-    """nanoGPT's meta.pkl: the characters, in id order (itos)."""
-    try:
-        meta = PlainUnpickler(io.BytesIO(Path(path).read_bytes())).load()
-    except FileNotFoundError:
-        raise UserError(f"--meta {path} does not exist") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise UserError(
-            f"--meta {path} is refused: a meta.pkl may hold plain dicts, strings and ints "
-            f"only ({e})"
-        ) from None
-    itos = meta.get("itos") if isinstance(meta, dict) else None
-    if not isinstance(itos, dict) or not all(
-        isinstance(k, int) and isinstance(v, str) for k, v in itos.items()
-    ):
-        raise UserError(f"--meta {path} has no itos table (id -> character)")
-    return [itos[i] for i in sorted(itos)]
-
-
-def nanogpt_config(model_args: dict[str, Any]) -> GPTConfig:
-    """nanoGPT's GPT: exact GELU, tied embeddings, biases (c_attn's too) as `bias` says."""
-    bias = bool(model_args.get("bias", True))
-    return GPTConfig(
-        vocab_size=int(model_args["vocab_size"]),
-        block_size=int(model_args["block_size"]),
-        n_layer=int(model_args["n_layer"]),
-        n_head=int(model_args["n_head"]),
-        n_embd=int(model_args["n_embd"]),
-        dropout=0.0,
-        activation="gelu",
-        qkv_bias=bias,
-        bias=bias,
-        tie_embeddings=True,
-    )
-
-
-def nanogpt_weights(state: dict[str, Any]) -> dict[str, mx.array]:
-    """nanoGPT's state dict -> ours: strip `_orig_mod.` (torch.compile) and `transformer.`,
-    drop the tied lm_head and the causal-mask buffers. nn.Linear is (out, in) in both."""
-    import numpy as np
-
-    out = {}
-    for name, tensor in state.items():
-        name = name.removeprefix("_orig_mod.").removeprefix("transformer.")
-        if name == "lm_head.weight" or name.endswith(".attn.bias"):
-            continue
-        out[name] = mx.array(tensor.detach().float().cpu().numpy().astype(np.float32))
-    return out
-
-
-def import_nanogpt(
-    ckpt: str | Path,
-    out_dir: str | Path,
-    meta: str | Path | None = None,
-    vocab_text: str | Path | None = None,
-    dtype: str | None = None,
-) -> RunFolder:
-    try:
-        import torch
-    except ImportError:
-        raise UserError(
-            "reading a ckpt.pt needs PyTorch: pip install 'mlx-gpt[bench]' (or torch==2.13.0)"
-        ) from None
-    if not Path(ckpt).is_file():
-        raise UserError(f"{ckpt} does not exist; give the path of nanoGPT's ckpt.pt")
-    if (meta is None) == (vocab_text is None):
-        raise UserError("give the characters with --meta meta.pkl or --vocab-text FILE (one)")
-    try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
-        raise UserError(f"{ckpt} is not a checkpoint torch.load can read safely ({e})") from None
-    if not isinstance(saved, dict) or "model_args" not in saved or "model" not in saved:
-        raise UserError(f"{ckpt} has no model_args (or no model): is it nanoGPT's ckpt.pt?")
-    config = nanogpt_config(saved["model_args"])
-    if meta is not None:
-        chars = read_meta(meta)
-    else:
-        from mlx_gpt.data import load_text
-
-        chars = sorted(set(load_text(vocab_text, flag="--vocab-text")))
-    if len(chars) != config.vocab_size:
-        raise UserError(
-            f"the checkpoint has {config.vocab_size} tokens but the vocabulary given has "
-            f"{len(chars)} characters; give the meta.pkl of the same dataset"
-        )
-    weights = nanogpt_weights(saved["model"])
-    return write_run(out_dir, config, cast(weights, dtype), CharTokenizer(chars), f"nanogpt:{ckpt}")
 
 
 # ---- the run folder ----
@@ -246,7 +145,7 @@ def write_run(
         )
     run = RunFolder(out_dir)
     run.check_new("choose another --out-dir")
-    model = GPT(config)  # lazy: its random init is never computed
+    model = GPT(config)  # lazily built, so its random init is never computed
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:

@@ -13,17 +13,15 @@ same machine. Two process-wide fixes, both made here before `mlx.core` is import
    compiler is the one MLX's `mx.compile` already uses on a CPU), linked to this
    environment's OpenBLAS, and loaded with RTLD_GLOBAL: a library in the global scope
    wins the dynamic linker's lookup, so MLX's matmuls run on OpenBLAS.
-   Built at first import rather than at install time because it must link the exact
-   OpenBLAS file of the environment it runs in, the package stays one pure-Python
-   wheel for every platform, and a missing compiler then costs speed, never the install.
-2. Stop glibc from handing MLX's large buffers back to the OS after every step
-   (mmap/munmap page faults on each allocation); `mallopt` keeps them in the heap.
+   It is built at first import, not at install, because it must link the exact OpenBLAS
+   of the environment it runs in; so the package stays one pure-Python wheel, and a
+   missing compiler costs speed, never the install.
+2. `mallopt` keeps glibc from handing MLX's buffers back to the OS after every step.
 
 If the forwarder cannot be built or loaded, nothing fails: MLX keeps its reference
 BLAS, and `warning()` says why and the one command that fixes it (the training banner,
-generate's summary and `python -m mlx_gpt info` print it). macOS is untouched: MLX uses
-Metal and Accelerate there. MLX_GPT_NO_BLAS=1 skips the forwarder (to measure it);
-MLX_GPT_CACHE_DIR moves the cache (default ~/.cache/mlx-gpt).
+generate's summary and `python -m mlx_gpt info` print it). macOS is untouched (Metal and
+Accelerate). MLX_GPT_NO_BLAS=1 skips the forwarder; MLX_GPT_CACHE_DIR moves the cache.
 """
 
 from __future__ import annotations
@@ -223,7 +221,7 @@ def sgemm_provider() -> str | None:
     libc = ctypes.CDLL(None)
     try:
         address = ctypes.cast(libc.cblas_sgemm, ctypes.c_void_p)
-    except AttributeError:  # not in the global scope: MLX binds its bundled BLAS
+    except AttributeError:  # it is not in the global scope, so MLX binds its bundled BLAS
         return None
     info = _DlInfo()
     if not libc.dladdr(address, ctypes.byref(info)):
@@ -244,7 +242,7 @@ def setup() -> None:
         # MLX has bound its BLAS symbols already; loading OpenBLAS now changes nothing.
         status.problem = "mlx.core was imported before mlx_gpt"
         status.fix = "import mlx_gpt before mlx.core"
-        warnings.warn(f"{warning()}", stacklevel=3)  # a script's mistake: say it there
+        warnings.warn(f"{warning()}", stacklevel=3)  # the script's mistake, so point at it
     else:
         try:
             _load()

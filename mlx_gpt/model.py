@@ -18,8 +18,6 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from mlx_gpt.errors import UserError
-
 
 class ConfigDict:
     """One `from_dict` for every config dataclass (GPTConfig here, TrainConfig in
@@ -45,37 +43,6 @@ class GPTConfig(ConfigDict):
     bias: bool = True  # False: no bias in any Linear or LayerNorm (nanoGPT's bias=False)
     tie_embeddings: bool = False  # lm_head is wte's matrix, without a bias (GPT-2)
     norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2's layer_norm_epsilon)
-
-
-# The dtypes that weights may be cast to (--dtype of import and generate.py).
-DTYPES = ("float32", "float16", "bfloat16")
-
-
-def dtype_named(name: str) -> mx.Dtype:
-    """The MLX dtype called `name`, as "bfloat16" or as str(mx.bfloat16) spells it."""
-    dtype = getattr(mx, name.removeprefix("mlx.core."), None)
-    if not isinstance(dtype, mx.Dtype):
-        raise UserError(f"{name!r} is not an MLX dtype")
-    return dtype
-
-
-def weights_dtype(name: str) -> mx.Dtype:
-    """The dtype of --dtype, checked against DTYPES."""
-    if name not in DTYPES:
-        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {name!r}")
-    return dtype_named(name)
-
-
-def default_dtype() -> str | None:
-    """float32 on a CPU, which has no fast half-precision matmul; on a GPU, None: the
-    dtype the weights are stored in."""
-    return None if mx.default_device() == mx.gpu else "float32"
-
-
-def set_dtype(model: nn.Module, dtype: str | None) -> None:
-    """Cast the model's weights to `dtype` (None leaves them as stored)."""
-    if dtype is not None:
-        model.set_dtype(weights_dtype(dtype))
 
 
 # mlx.nn's own functions; gelu_approx is GPT-2's tanh approximation
@@ -112,7 +79,7 @@ class KVCache:
         query i sees keys 0..offset+i; later and unfilled slots get -inf."""
         max_len = self.state[0].shape[2]
         visible = mx.arange(max_len)[None, :] <= (self.offset + mx.arange(t))[:, None]
-        mask = mx.where(visible, 0.0, -mx.inf)  # where visible: 0, else -inf
+        mask = mx.where(visible, 0.0, -mx.inf)  # 0 where a key is visible, else -inf
         return mask.astype(self.state[0].dtype)
 
     def update_and_fetch(self, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
@@ -151,7 +118,7 @@ class CausalSelfAttention(nn.Module):
             z.reshape(B, T, self.n_head, self.head_size).transpose(0, 2, 1, 3) for z in (q, k, v)
         )
         if cache is not None:
-            mask = cache.mask(T)  # before the update: it places the queries
+            mask = cache.mask(T)  # taken before the update, which moves the write position
             k, v = cache.update_and_fetch(k, v)  # (B, n_head, max_len, head_size)
         else:
             mask = causal_mask(T) if T > 1 else None  # one token sees itself alone

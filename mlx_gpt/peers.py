@@ -34,9 +34,9 @@ def quiet_ring_messages() -> None:
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
 
-    def drain() -> None:  # at exit: pass on the last lines before the process ends
+    def drain() -> None:  # at exit, pass on the last lines before the process ends
         sys.stderr.flush()
-        os.dup2(_stderr_fd, 2)  # closes the pipe's last writer: the pump sees the end
+        os.dup2(_stderr_fd, 2)  # this closes the pipe's last writer, so the pump sees the end
         thread.join(timeout=2)
 
     atexit.register(drain)

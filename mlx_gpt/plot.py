@@ -62,7 +62,7 @@ def load_curves(run: str | Path, metric: str = "loss") -> Curves:
     per_step = None
     for r in read_metrics(path):
         if "val_loss" in r and "eval_train_loss" in r:
-            evals[r["step"]] = r  # a resumed run may repeat a step: the later record wins
+            evals[r["step"]] = r  # a resumed run may repeat a step, and the later record wins
         if r.get("step") and r.get("tokens"):
             per_step = r["tokens"] // r["step"]
     if not evals:

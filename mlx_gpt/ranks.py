@@ -25,8 +25,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_gpt import checkpoint
+from mlx_gpt.dtypes import dtype_named
 from mlx_gpt.errors import PeerLost, UserError, first_line
-from mlx_gpt.model import dtype_named
 from mlx_gpt.peers import Watchdog, quiet_ring_messages
 
 # Environment variables that mean "started by mlx.launch (or mpirun)", and the backend

@@ -64,7 +64,7 @@ class RunFolder:
             "train": cfg.to_dict(),
             "model": asdict(model),
         }
-        if source:  # imported weights: where they came from (see importing.py)
+        if source:  # imported weights record where they came from (see importing.py)
             payload["source"] = source
         tmp = self.config_file.with_name("config.json.tmp")
         tmp.write_text(json.dumps(payload, indent=2))

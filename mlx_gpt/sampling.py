@@ -45,7 +45,7 @@ class Sampler:
         if top_p is not None and not 0 < top_p <= 1:
             raise UserError("--top-p must be in (0, 1]")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.state = [mx.random.key(seed)]  # a list: compiled decoding reads and writes it
+        self.state = [mx.random.key(seed)]  # a list, so that compiled decoding can update it
 
     def __call__(self, logits: mx.array) -> mx.array:
         if self.temperature == 0:

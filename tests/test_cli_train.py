@@ -69,6 +69,40 @@ def test_every_setting_is_a_flag_with_help_in_a_panel():
     assert {"resume", "config", "threads"} <= set(params)
 
 
+def test_help_opens_with_what_a_person_decides_first(cli):
+    result = cli(TRAIN, "--help")
+    assert result.returncode == 0
+    panels = [line for line in result.stdout.splitlines() if line.startswith("╭─")]
+    first_panel_end = result.stdout.index(panels[1])
+    for name in ("--preset", "--data", "--out-dir", "--resume", "--init-from", "--show-config"):
+        assert result.stdout.index(f"│ {name} ") < first_panel_end, name
+    assert result.stdout.index("│ --block-size ") > first_panel_end
+
+
+def test_show_config_prints_the_resolved_settings_and_writes_nothing(cli, tmp_path, tiny_run):
+    out = tmp_path / "run"
+    args = ["--preset", "small", "--n-layer", "3", "--out-dir", str(out), "--show-config"]
+    result = cli(TRAIN, *args)
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)
+    assert settings["preset"] == "small" and settings["n_layer"] == 3
+    assert settings["n_embd"] == 128 and settings["out_dir"] == str(out)  # from the preset
+    assert not out.exists()
+    # The output is a --config file that resolves to the same settings.
+    saved = tmp_path / "small.json"
+    saved.write_text(result.stdout)
+    again = cli(TRAIN, "--config", str(saved), "--show-config")
+    assert again.returncode == 0 and json.loads(again.stdout) == settings
+    # A resume shows the run's own settings, with what the flags change.
+    run, _ = tiny_run
+    before = (run / "metrics.jsonl").read_bytes()
+    resumed = cli(TRAIN, "--out-dir", str(run), "--resume", "--max-iters", "300", "--show-config")
+    assert resumed.returncode == 0, resumed.stderr
+    settings = json.loads(resumed.stdout)
+    assert settings["preset"] == "tiny" and settings["max_iters"] == 300
+    assert (run / "metrics.jsonl").read_bytes() == before
+
+
 def test_config_file_and_flags(cli, tmp_path):
     cfg = tmp_path / "my.json"
     cfg.write_text(json.dumps({"preset": "tiny", "max_iters": 10, "n_embd": 48}))

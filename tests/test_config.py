@@ -1,41 +1,81 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from mlx_gpt.config import PRESETS, TrainConfig, preset_config
+from mlx_gpt.data import get_batch
 from mlx_gpt.errors import UserError
+from mlx_gpt.metrics import read_metrics
 from mlx_gpt.settings import resolve
+from mlx_gpt.training import prepare
+
+TRAIN = str(Path(__file__).resolve().parents[1] / "train.py")
 
 
-def test_lecture_preset_is_gpt_py():
+def _one_step_run(cli, tmp_path, preset: str) -> tuple[dict, list[dict], str]:
+    """One optimizer step of a preset through train.py, with one evaluation batch: what
+    the run recorded (config.json's settings, the metrics) and what it printed."""
+    out = tmp_path / preset
+    result = cli(
+        TRAIN, "--preset", preset, "--max-iters", "1", "--eval-iters", "1", "--out-dir", str(out)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    return config, read_metrics(out / "metrics.jsonl"), result.stdout
+
+
+# gpt.py's hyperparameters and model, as the lecture's script sets them.
+GPT_PY = dict(batch_size=64, block_size=256, eval_interval=500, learning_rate=3e-4)
+GPT_PY_MODEL = dict(n_embd=384, n_head=6, n_layer=6, dropout=0.2, vocab_size=65)
+
+
+def test_a_lecture_start_builds_gpt_py_model_and_optimizer(tmp_path):
     cfg = preset_config("lecture")
-    assert (cfg.batch_size, cfg.block_size, cfg.max_iters) == (64, 256, 5000)
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.dropout) == (6, 6, 384, 0.2)
-    assert (cfg.learning_rate, cfg.weight_decay, cfg.eval_interval, cfg.eval_iters) == (
-        3e-4,
-        0.01,
-        500,
-        200,
-    )
-    assert cfg.seed == 1337 and cfg.lr_decay_iters == 0 and cfg.grad_clip == 0
+    cfg.out_dir = str(tmp_path / "lecture")
+    start = prepare(cfg)  # reads and builds, writes nothing
+    assert start.model.num_params() == 10_788_929  # gpt.py prints 10.788929 M parameters
+    assert GPT_PY_MODEL.items() <= vars(start.model.config).items()
+    optimizer = start.optimizer
+    assert optimizer.learning_rate.item() == pytest.approx(3e-4)
+    assert optimizer.betas == [0.9, 0.999] and optimizer.weight_decay == 0.01
+    assert not optimizer.decay_matrices_only  # torch.optim.AdamW decays every parameter
+    x, y = get_batch(start.splits.train, cfg.batch_size, cfg.block_size, start.data_rng)
+    assert x.shape == (64, 256) and y.shape == (64, 256)
+    assert not (tmp_path / "lecture").exists()
 
 
-def test_small_preset_is_nanogpt_cpu_recipe():
-    cfg = preset_config("small")
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) == (
-        4,
-        4,
-        128,
-        64,
-        12,
-    )
-    assert (cfg.max_iters, cfg.lr_decay_iters, cfg.dropout, cfg.learning_rate) == (
-        2000,
-        2000,
-        0.0,
-        1e-3,
-    )
-    assert cfg.decay_matrices_only and cfg.grad_clip == 1.0 and cfg.beta2 == 0.99
+@pytest.mark.slow  # two minutes on a 2-core AVX2 CPU: a step and two evaluations of gpt.py
+def test_a_lecture_run_trains_with_gpt_py_settings(cli, tmp_path):
+    config, records, stdout = _one_step_run(cli, tmp_path, "lecture")
+    assert GPT_PY.items() <= config["train"].items()
+    assert GPT_PY_MODEL.items() <= config["model"].items()
+    assert config["model"]["activation"] == "relu" and not config["model"]["tie_embeddings"]
+    # torch.optim.AdamW's defaults, on every parameter; no clipping, no schedule
+    train = config["train"]
+    assert (train["beta1"], train["beta2"], train["weight_decay"]) == (0.9, 0.999, 0.01)
+    assert not train["decay_matrices_only"] and train["grad_clip"] == 0 and train["seed"] == 1337
+    assert "10,788,929 parameters" in stdout  # gpt.py prints 10.788929 M parameters
+    step = records[-1]
+    assert step["step"] == 1 and step["tokens"] == 64 * 256 and step["lr"] == pytest.approx(3e-4)
+
+
+def test_a_small_run_trains_with_nanogpts_cpu_recipe(cli, tmp_path):
+    # nanoGPT's README: --block_size=64 --batch_size=12 --n_layer=4 --n_head=4
+    # --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0, on the
+    # train_shakespeare_char.py recipe (lr 1e-3 to 1e-4, 100 warm-up steps, beta2 0.99).
+    config, records, _ = _one_step_run(cli, tmp_path, "small")
+    model, train = config["model"], config["train"]
+    assert (model["n_layer"], model["n_head"], model["n_embd"], model["block_size"]) == (
+        4, 4, 128, 64
+    )  # fmt: skip
+    assert model["dropout"] == 0.0 and train["batch_size"] == 12
+    assert train["lr_decay_iters"] == 2000 and train["beta2"] == 0.99
+    assert train["decay_matrices_only"] and train["grad_clip"] == 1.0
+    step = records[-1]
+    assert step["tokens"] == 12 * 64
+    # nanoGPT's warm-up: the first update is made at lr * 1 / (warmup + 1)
+    assert step["lr"] == pytest.approx(1e-3 / 101)
 
 
 def test_every_preset_is_valid():

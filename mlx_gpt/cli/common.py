@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import typer
 
+from mlx_gpt.dtypes import DTYPES
 from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
-from mlx_gpt.model import DTYPES
 
 
 def say(line: str) -> None:

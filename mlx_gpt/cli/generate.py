@@ -73,8 +73,8 @@ def generate_command(
     threads: Annotated[int, threads_option()] = 0,
 ) -> None:
     from mlx_gpt.data import load_text
+    from mlx_gpt.dtypes import default_dtype, set_dtype
     from mlx_gpt.generation import stream_generate
-    from mlx_gpt.model import default_dtype, set_dtype
     from mlx_gpt.run import RunFolder, latest_run
     from mlx_gpt.sampling import Sampler
 

@@ -36,8 +36,8 @@ def gpt2_command(
     Reads model.safetensors without torch. A hub name is fetched with huggingface_hub
     (the config, the weights and the tokenizer files only) or found in its cache.
     """
+    from mlx_gpt.dtypes import default_dtype
     from mlx_gpt.importing import import_gpt2
-    from mlx_gpt.model import default_dtype
 
     _report(import_gpt2(source, out_dir, dtype or default_dtype()))
 
@@ -59,8 +59,8 @@ def nanogpt_command(
 ) -> None:
     """A nanoGPT checkpoint (e.g. shakespeare_char's out/ckpt.pt). Needs torch (the bench
     extra) to read it, with weights_only=True."""
-    from mlx_gpt.importing import import_nanogpt
-    from mlx_gpt.model import default_dtype
+    from mlx_gpt.dtypes import default_dtype
+    from mlx_gpt.nanogpt import import_nanogpt
 
     _report(import_nanogpt(ckpt, out_dir, meta, vocab_text, dtype or default_dtype()))
 

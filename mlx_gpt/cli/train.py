@@ -122,7 +122,7 @@ def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
     try:
         with warnings_as_lines():
             result = loop.run()
-    except KeyboardInterrupt:  # a second Ctrl-C (or signal), wherever it lands: stop at once
+    except KeyboardInterrupt:  # a second Ctrl-C (or signal) stops at once, wherever it lands
         say(
             f"error: stopped at once; latest/ holds step {loop.saved_step}. "
             f"Resume with: {resume_command(cfg)}"

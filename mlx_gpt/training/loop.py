@@ -128,7 +128,7 @@ class Loop:
         tokens_per_step = cfg.batch_size * cfg.block_size
         budget = guards.memory_budget(cfg.max_memory)
         guards.limit_metal_memory(budget)
-        start.model.train()  # before tracing: the compiled step keeps the mode it saw
+        start.model.train()  # before tracing, since the compiled step keeps the mode it saw
         step = build_step(start.model, start.optimizer, cfg, self.ranks)
         if state["step"] == 0:  # the loss at init, for the plot
             record = {"step": 0, "tokens": 0}

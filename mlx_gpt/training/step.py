@@ -104,8 +104,8 @@ class AccumulatingStep:
     ):
         self.ranks, self.grad_accum = ranks, grad_accum
         loss_and_grad = nn.value_and_grad(model, loss_fn)
-        # dropout draws from mx.random.state: it goes in and out of the compiled call. The
-        # weights are only read, but an input must be an output too: else the call leaves
+        # Dropout draws from mx.random.state, so it goes in and out of the compiled call. The
+        # weights are only read, but an input must be an output too, or the call leaves
         # the model holding its placeholders.
         grad_state = [model.state, mx.random.state]
         self._grad = mx.compile(

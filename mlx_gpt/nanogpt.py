@@ -1,0 +1,114 @@
+"""nanoGPT's files: a ckpt.pt as a run folder (`python -m mlx_gpt import nanogpt`), and
+its meta.pkl, read with an unpickler that admits plain data only."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from mlx_gpt.errors import UserError
+from mlx_gpt.importing import cast, write_run
+from mlx_gpt.model import GPTConfig
+from mlx_gpt.run import RunFolder
+from mlx_gpt.tokenizer import CharTokenizer
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Admits plain data only (dicts, lists, strings, numbers): any class or function a
+    pickle names, e.g. os.system, is refused before it can be imported or called."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}")
+
+
+def read_meta(path: str | Path) -> list[str]:
+    """nanoGPT's meta.pkl: the characters, in id order (itos)."""
+    try:
+        meta = PlainUnpickler(io.BytesIO(Path(path).read_bytes())).load()
+    except FileNotFoundError:
+        raise UserError(f"--meta {path} does not exist") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise UserError(
+            f"--meta {path} is refused: a meta.pkl may hold plain dicts, strings and ints "
+            f"only ({e})"
+        ) from None
+    itos = meta.get("itos") if isinstance(meta, dict) else None
+    if not isinstance(itos, dict) or not all(
+        isinstance(k, int) and isinstance(v, str) for k, v in itos.items()
+    ):
+        raise UserError(f"--meta {path} has no itos table (id -> character)")
+    return [itos[i] for i in sorted(itos)]
+
+
+def nanogpt_config(model_args: dict[str, Any]) -> GPTConfig:
+    """nanoGPT's GPT: exact GELU, tied embeddings, biases (c_attn's too) as `bias` says."""
+    bias = bool(model_args.get("bias", True))
+    return GPTConfig(
+        vocab_size=int(model_args["vocab_size"]),
+        block_size=int(model_args["block_size"]),
+        n_layer=int(model_args["n_layer"]),
+        n_head=int(model_args["n_head"]),
+        n_embd=int(model_args["n_embd"]),
+        dropout=0.0,
+        activation="gelu",
+        qkv_bias=bias,
+        bias=bias,
+        tie_embeddings=True,
+    )
+
+
+def nanogpt_weights(state: dict[str, Any]) -> dict[str, mx.array]:
+    """nanoGPT's state dict -> ours: strip `_orig_mod.` (torch.compile) and `transformer.`,
+    drop the tied lm_head and the causal-mask buffers. nn.Linear is (out, in) in both."""
+    import numpy as np
+
+    out = {}
+    for name, tensor in state.items():
+        name = name.removeprefix("_orig_mod.").removeprefix("transformer.")
+        if name == "lm_head.weight" or name.endswith(".attn.bias"):
+            continue
+        out[name] = mx.array(tensor.detach().float().cpu().numpy().astype(np.float32))
+    return out
+
+
+def import_nanogpt(
+    ckpt: str | Path,
+    out_dir: str | Path,
+    meta: str | Path | None = None,
+    vocab_text: str | Path | None = None,
+    dtype: str | None = None,
+) -> RunFolder:
+    try:
+        import torch
+    except ImportError:
+        raise UserError(
+            "reading a ckpt.pt needs PyTorch: pip install 'mlx-gpt[bench]' (or torch==2.13.0)"
+        ) from None
+    if not Path(ckpt).is_file():
+        raise UserError(f"{ckpt} does not exist; give the path of nanoGPT's ckpt.pt")
+    if (meta is None) == (vocab_text is None):
+        raise UserError("give the characters with --meta meta.pkl or --vocab-text FILE (one)")
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
+        raise UserError(f"{ckpt} is not a checkpoint torch.load can read safely ({e})") from None
+    if not isinstance(saved, dict) or "model_args" not in saved or "model" not in saved:
+        raise UserError(f"{ckpt} has no model_args (or no model): is it nanoGPT's ckpt.pt?")
+    config = nanogpt_config(saved["model_args"])
+    if meta is not None:
+        chars = read_meta(meta)
+    else:
+        from mlx_gpt.data import load_text
+
+        chars = sorted(set(load_text(vocab_text, flag="--vocab-text")))
+    if len(chars) != config.vocab_size:
+        raise UserError(
+            f"the checkpoint has {config.vocab_size} tokens but the vocabulary given has "
+            f"{len(chars)} characters; give the meta.pkl of the same dataset"
+        )
+    weights = nanogpt_weights(saved["model"])
+    return write_run(out_dir, config, cast(weights, dtype), CharTokenizer(chars), f"nanogpt:{ckpt}")
