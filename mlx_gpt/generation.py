@@ -115,7 +115,10 @@ def start_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
         try:
             return tokenizer.encode(prompt)
         except UserError as e:
-            raise UserError(f"prompt: {e}") from None
+            raise UserError(
+                f"prompt: {e} of this char run; drop them from the prompt, or sample from a "
+                "BPE run (train.py --tokenizer bpe), which encodes any text"
+            ) from None
     try:
         return tokenizer.encode("\n") or [0]
     except UserError:  # a text without newlines

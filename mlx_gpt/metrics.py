@@ -1,17 +1,16 @@
-"""Metric records: the JSONL log of a run, and the progress display that reads the same dicts.
+"""Metric records: the JSONL log of a run (progress.py shows the same dicts).
 
-The training loop emits one dict per log interval (see trainer.py); every consumer here
-is a callable that takes that dict, so adding a logger means adding a callable.
+The training loop emits one dict per log interval (see training/loop.py); every
+consumer is a callable that takes that dict, so adding a logger means adding a callable.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import mlx.core as mx
 
@@ -66,83 +65,3 @@ def truncate_after(path: str | Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)
-
-
-def format_record(r: Record, max_iters: int) -> str:
-    parts = [f"step {r['step']:>{len(str(max_iters))}}/{max_iters}"]
-    if "train_loss" in r:
-        parts.append(f"loss {r['train_loss']:.4f}")
-    if "val_loss" in r:
-        parts.append(f"val {r['val_loss']:.4f} (train {r['eval_train_loss']:.4f})")
-    if "tokens_per_sec" in r:
-        parts.append(f"{r['tokens_per_sec']:,.0f} tok/s")
-        parts.append(f"{r['ms_per_step']:.1f} ms/step")
-    if "peak_memory_mb" in r:
-        parts.append(f"peak {r['peak_memory_mb']:,.0f} MB")
-    if "event" in r:
-        parts.append(f"{r['event']}: {r.get('reason', '')}")
-    return " | ".join(parts)
-
-
-class PlainProgress:
-    """One line per record: for logs, pipes and CI."""
-
-    def __init__(self, max_iters: int, stream: TextIO | None = None):
-        self.max_iters = max_iters
-        self.stream = stream or sys.stdout
-
-    def __call__(self, record: Record) -> None:
-        print(format_record(record, self.max_iters), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class RichProgress:
-    """A live bar with step, loss, tokens/sec and ETA; evaluations print above it."""
-
-    def __init__(self, max_iters: int, start_step: int = 0):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.max_iters = max_iters
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        self.task = self.progress.add_task(
-            "train", total=max_iters, completed=start_step, loss="-", speed="-"
-        )
-        self.progress.start()
-
-    def __call__(self, record: Record) -> None:
-        fields = {}
-        if "train_loss" in record:
-            fields["loss"] = f"{record['train_loss']:.4f}"
-        if "tokens_per_sec" in record:
-            fields["speed"] = f"{record['tokens_per_sec']:,.0f}"
-        self.progress.update(self.task, completed=record["step"], **fields)
-        if "val_loss" in record or "event" in record:
-            self.progress.console.print(format_record(record, self.max_iters))
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def progress_for(max_iters: int, start_step: int = 0):
-    """The rich bar on a terminal, plain lines otherwise."""
-    if sys.stdout.isatty():
-        return RichProgress(max_iters, start_step)
-    return PlainProgress(max_iters)

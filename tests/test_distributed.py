@@ -3,6 +3,7 @@ localhost, started by hand (MLX_RANK, MLX_HOSTFILE) and once through mlx.launch.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,6 +143,30 @@ def test_ctrl_c_on_rank_0_then_resume_equals_an_unbroken_run(tmp_path):
     results = run_ranks(tmp_path, lambda r: [*args, "--out-dir", str(broken), "--resume"])
     assert [c for c, _, _ in results] == [0, 0], results[0][2]
     assert_same_run(unbroken, broken)
+
+
+def test_ctrl_c_on_rank_0_in_an_evaluation_stops_both_ranks_at_a_batch(tmp_path):
+    # Evaluation batches that take a measurable time; 200 of them between two ranks.
+    slow = [*TINY, "--n-embd", "128", "--n-head", "4", "--block-size", "128"]
+    slow += ["--batch-size", "32", "--eval-iters", "100", "--max-iters", "5"]
+    out = tmp_path / "eval"
+    procs = start_ranks(tmp_path, lambda r: [*slow, "--out-dir", str(out)])
+    deadline = time.monotonic() + 180
+    for line in procs[0].stdout:  # rank 0's plain progress
+        if eta := re.search(r"evaluating train: batch 1/100, ETA (\d+):(\d+):(\d+)", line):
+            break
+        assert time.monotonic() < deadline, "no evaluation progress"
+    # rank 0 computed batch 1 of 200 alone, so this ETA is about twice the evaluation's
+    whole_evaluation = (int(eta[1]) * 3600 + int(eta[2]) * 60 + int(eta[3])) / 2
+    started = time.monotonic()
+    procs[0].send_signal(signal.SIGINT)
+    (code0, _, stderr0), (code1, _, stderr1) = finish(procs)
+    seconds = time.monotonic() - started
+    assert code0 == 130 and code1 == 130, (stderr0, stderr1)
+    assert seconds < whole_evaluation / 3, (seconds, whole_evaluation)
+    assert json.loads((out / "latest" / "state.json").read_text())["step"] == 0
+    assert read_metrics(out / "metrics.jsonl") == []
+    assert stderr1 == ""
 
 
 def test_kill_9_of_rank_1_stops_rank_0_with_latest_intact(tmp_path):

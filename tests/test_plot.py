@@ -118,7 +118,7 @@ def test_training_writes_the_plot(tiny_run):
 def test_early_stop_stops_at_the_right_evaluation(tmp_path, monkeypatch):
     scripted = iter([4.0, 3.0, 2.5, 2.6, 2.7, 2.4, 2.3])  # best at the 3rd evaluation
 
-    def fake_estimate(model, splits, cfg, ranks=None):
+    def fake_estimate(model, splits, cfg, ranks=None, **progress_and_stop):
         val = next(scripted)
         return {"train": val - 0.1, "val": val}
 
@@ -138,7 +138,7 @@ def test_early_stop_stops_at_the_right_evaluation(tmp_path, monkeypatch):
 
 def test_early_stop_off_runs_to_the_end(tmp_path, monkeypatch):
     flat = {"train": 5.0, "val": 5.0}
-    monkeypatch.setattr(loop_module, "estimate_loss", lambda *args: flat)
+    monkeypatch.setattr(loop_module, "estimate_loss", lambda *args, **kwargs: flat)
     cfg = preset_config("tiny")
     cfg.out_dir, cfg.eval_interval, cfg.max_iters = str(tmp_path / "run"), 5, 30
     assert Loop(prepare(cfg)).run().stopped == "finished"

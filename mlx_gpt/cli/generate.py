@@ -94,6 +94,7 @@ def generate_command(
     if not run.path.is_dir():
         raise UserError(f"no run folder {run.path}; train one first with `python train.py`")
     model, tokenizer = run.load_model(checkpoint)
+    trained = trained_as(run, checkpoint)
     set_dtype(model, dtype or default_dtype())
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
@@ -114,10 +115,29 @@ def generate_command(
             if tokenizer.kind != "char":
                 amount = f"{r.generated} tokens ({chars} characters)"
             say(
-                f"\n[{run.path}/{checkpoint}, window {window}] {amount}, "
+                f"\n[{run.path}/{checkpoint}, {trained}, window {window}] {amount}, "
                 f"{r.tokens_per_sec:,.0f} tok/s, peak {r.peak_memory_mb:,.0f} MB"
             )
     finally:
         if output:
             stream.close()
     blas_warning()
+
+
+def trained_as(run, which: str) -> str:
+    """What the checkpoint is, for the summary: its step and best val loss, or where
+    imported weights came from. A step-0 checkpoint of a trained run is the untrained
+    model (random text): that gets a warning line first."""
+    from mlx_gpt import checkpoint
+
+    state = checkpoint.load_state(run.checkpoint(which))
+    if source := state.get("source"):
+        return f"imported from {source}"
+    best = state.get("best_val_loss")
+    loss = f", best val loss {best:.4f}" if isinstance(best, float) and best < float("inf") else ""
+    if state.get("step", 0) == 0:
+        say(
+            f"warning: {run.path}/{which} is the untrained model of step 0: its text is random "
+            f"characters; train longer (python train.py --out-dir {run.path} --resume)"
+        )
+    return f"step {state.get('step', 0)}{loss}"

@@ -5,6 +5,7 @@ file only talks to the person at the terminal."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from mlx_gpt.cli.common import (
 )
 from mlx_gpt.cli.flags import config_flags
 from mlx_gpt.config import DATA, RUNTIME, START, TrainConfig
+from mlx_gpt.errors import UserError
 
 HELP = """Train the lecture's GPT on tiny Shakespeare (or any UTF-8 text) with MLX.
 
@@ -106,27 +108,28 @@ def train_command(
 def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
     """The run, as the lecture's script reads: prepare, banner, loop, summary."""
     from mlx_gpt.errors import PeerLost
-    from mlx_gpt.metrics import progress_for
+    from mlx_gpt.progress import progress_for
     from mlx_gpt.training import Loop, prepare
 
-    start = prepare(cfg, resume=resume, data_changed=data_changed, ranks=ranks)
-    progress = progress_for(cfg.max_iters, start.state["step"]) if ranks.main else None
-    loop = Loop(start, reporters=[progress] if progress else [], command=sys.argv)
-    where = "latest/" if ranks.main else "rank 0's latest/"
-    ranks.hint = lambda: (
-        f"{where} holds step {loop.saved_step}. "
-        f"Resume with: mlx.launch ... -- {resume_command(cfg)}"
-    )
-    if ranks.main:
-        print_banner(start)
+    progress = None
     try:
+        start = prepare(cfg, resume=resume, data_changed=data_changed, ranks=ranks)
+        if ranks.main:
+            print_banner(start)
+            progress = progress_for(cfg.max_iters, start.state["step"])
+        loop = Loop(start, [progress] if progress else [], sys.argv, display=progress)
+        where = "latest/" if ranks.main else "rank 0's latest/"
+        ranks.hint = lambda: (
+            f"{where} holds step {loop.saved_step}. "
+            f"Resume with: mlx.launch ... -- {resume_command(cfg)}"
+        )
         with warnings_as_lines():
             result = loop.run()
     except KeyboardInterrupt:  # a second Ctrl-C (or signal) stops at once, wherever it lands
-        say(
-            f"error: stopped at once; latest/ holds step {loop.saved_step}. "
-            f"Resume with: {resume_command(cfg)}"
-        )
+        if progress:
+            progress.close()
+        if ranks.main:
+            say(f"error: stopped at once; {what_is_saved(cfg)}")
         raise typer.Exit(130) from None
     except PeerLost as e:
         raise PeerLost(f"rank {ranks.rank}: {e}; {ranks.hint()}") from None
@@ -164,14 +167,34 @@ def print_summary(cfg: TrainConfig, result) -> None:
     )
     if result.stopped == "early_stop":
         print(f"early stop: no new best val loss in {cfg.early_stop} evaluations")
-    with warnings_as_lines():
-        print(f"loss curves: {plot_runs([cfg.run_dir])[0]}")
+    try:
+        with warnings_as_lines():
+            print(f"loss curves: {plot_runs([cfg.run_dir])[0]}")
+    except UserError:  # stopped before its first evaluation ended: no curve to draw yet
+        print("loss curves: none yet (no evaluation finished)")
     if result.stopped == "interrupted":
-        say(
-            f"stopped by {result.signal}: latest/ saved at step {result.step}. "
-            f"Resume with: {resume_command(cfg)}"
-        )
+        say(f"stopped by {result.signal}: {what_is_saved(cfg)}")
+
+
+def what_is_saved(cfg: TrainConfig) -> str:
+    """What latest/ holds, read from the disk, and the command that goes on from there:
+    a resume where there is a checkpoint, a new start where there is none."""
+    from mlx_gpt import checkpoint
+
+    found = checkpoint.resolve(cfg.run_dir / "latest")
+    if found is None:
+        return f"nothing is saved in {cfg.run_dir}/. Start again with: {start_command(sys.argv)}"
+    step = checkpoint.load_state(found)["step"]
+    return f"latest/ holds step {step}. Resume with: {resume_command(cfg)}"
 
 
 def resume_command(cfg: TrainConfig) -> str:
     return f"python train.py --out-dir {cfg.run_dir} --resume"
+
+
+def start_command(argv: list[str]) -> str:
+    """The command line that ran, as `python train.py ...`, without --resume."""
+    args = argv[1:]
+    if args[:1] == ["train"]:  # python -m mlx_gpt train ..., or mlx-gpt train ...
+        args = args[1:]
+    return shlex.join(["python", "train.py", *(a for a in args if a != "--resume")])

@@ -17,7 +17,8 @@ optimizer.py (AdamW as PyTorch computes it, and nanoGPT's schedule). The setting
 from settings.resolve, and the command line that runs all this is cli/train.py.
 """
 
-from mlx_gpt.training.loop import Loop, TrainResult
+from mlx_gpt.training.loop import Loop
+from mlx_gpt.training.result import TrainResult
 from mlx_gpt.training.start import Start, prepare
 
 __all__ = ["Loop", "Start", "TrainResult", "prepare"]

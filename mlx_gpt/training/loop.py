@@ -4,71 +4,55 @@
 stop signal. It is the only writer of the run folder: the lock, config.json, the
 tokenizer, metrics.jsonl and the checkpoints. With several ranks, rank 0 alone writes.
 
-Records (one dict per log interval, to metrics.jsonl and to any reporter):
-  step, tokens                   optimizer updates done, training tokens seen
-  train_loss                     mean training-batch loss since the previous record
-  train_bpc                      train_loss in bits per character (see data.Splits)
-  val_loss, eval_train_loss      at evaluations: mean loss over eval_iters batches of
-                                 each split, dropout off (the lecture's estimate_loss)
-  val_bpc, eval_train_bpc        the same in bits per character, comparable across
-                                 tokenizers (a BPE token holds several characters)
-  lr, tokens_per_sec, chars_per_sec, ms_per_step, peak_memory_mb, elapsed_s
-  event, reason                  why training stopped early (early_stop)
+Before anything long it makes trial steps, which it undoes, so that a run that cannot
+fit in memory, or will take days, says so in seconds rather than after the first
+evaluation. A new run saves latest/ before that evaluation: every stop can be resumed.
+The records it emits, and the TrainResult it returns, are described in result.py.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mlx.core as mx
+import numpy as np
 
 from mlx_gpt import checkpoint
 from mlx_gpt.data import get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.training import guards, signals
+from mlx_gpt.training.estimate import RunTimer
 from mlx_gpt.training.lock import RunLock
+from mlx_gpt.training.result import TrainResult
 from mlx_gpt.training.start import Start
-from mlx_gpt.training.step import build_step, estimate_loss
+from mlx_gpt.training.step import EvaluationStopped, build_step, estimate_loss, trial_step
 
 Reporter = Callable[[Record], None]
 
 
-@dataclass
-class TrainResult:
-    step: int
-    best_val_loss: float
-    best_step: int
-    best_val_bpc: float  # best_val_loss in bits per character
-    stopped: str  # "finished", "early_stop" or "interrupted"
-    signal: str  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), or ""
-    tokens_per_sec: float  # over the whole run, evaluations excluded
-    chars_per_sec: float  # the same in characters of text (= tokens_per_sec for char)
-    peak_memory_mb: float
-
-    @property
-    def exit_code(self) -> int:
-        return signals.exit_code(self.signal)
-
-
 class Loop:
-    """Trains one start; every record goes to metrics.jsonl and to each reporter."""
+    """Trains one start; every record goes to metrics.jsonl and to each reporter, and
+    the display (rank 0's progress bar) sees every step and evaluation batch too."""
 
-    def __init__(self, start: Start, reporters: list[Reporter] = (), command: list[str] = ()):
+    def __init__(
+        self, start: Start, reporters: list[Reporter] = (), command: list[str] = (), display=None
+    ):
         self.start = start
         self.cfg, self.state, self.ranks = start.cfg, start.state, start.ranks
         self.command = list(command)
         self.saved_step = self.state["step"]  # the step latest/ holds
         self.clock = guards.SaveClock(self.cfg.save_every)
-        # Where records go: rank 0's reporters, and metrics.jsonl once run() holds the
-        # folder. The other ranks print and write nothing.
+        self.stop = signals.StopRequest()  # set by a signal; read between steps and batches
+        # Rank 0's reporters, and metrics.jsonl once run() holds the folder; the others none.
         self.reporters: list[Reporter] = list(reporters) if self.ranks.main else []
+        self.display = display if self.ranks.main else None
         self.run_start = time.perf_counter() - self.state["elapsed_s"]
         self.train_seconds = 0.0  # in steps this session, for the overall rate
         self.steps = 0  # steps this session
         self.chars_per_token = start.splits.train_chars / len(start.splits.train)
+        self.timer = RunTimer(self.cfg, start.model.config, self.ranks.size, self.display)
 
     def run(self) -> TrainResult:
         """Train; one loop per run folder (RunLock), and rank 0 alone writes."""
@@ -92,8 +76,7 @@ class Loop:
             lock.release()
 
     def _prepare_folder(self) -> None:
-        """A new run starts the folder afresh; a resumed one drops the records past its
-        checkpoint, which it is about to write again."""
+        """A new run starts the folder afresh; a resumed one drops the records it redoes."""
         start = self.start
         if start.resumed:
             truncate_after(start.run.metrics_file, self.state["step"])
@@ -105,8 +88,11 @@ class Loop:
         start.run.write_config(self.cfg, start.model.config, self.command, start.data_sha256)
 
     def _train(self) -> TrainResult:
-        with signals.deferred_stop() as stop:
-            stopped = self._steps(stop)
+        with signals.deferred_stop(self.stop):
+            try:
+                stopped = self._steps()
+            except EvaluationStopped:  # abandoned between two batches: nothing recorded
+                stopped = self._interrupted()
         splits = self.start.splits
         tokens = self.steps * self.cfg.batch_size * self.cfg.block_size
         tokens_per_sec = tokens / self.train_seconds if self.train_seconds else 0.0
@@ -116,21 +102,21 @@ class Loop:
             best_step=self.state["best_step"],
             best_val_bpc=splits.bits_per_char("val", self.state["best_val_loss"]),
             stopped=stopped,
-            signal=stop.name if stopped == "interrupted" else "",
+            signal=self.stop.name if stopped == "interrupted" else "",
             tokens_per_sec=tokens_per_sec,
             chars_per_sec=tokens_per_sec * self.chars_per_token,
             peak_memory_mb=peak_memory_mb(),
         )
 
-    def _steps(self, stop: signals.StopRequest) -> str:
+    def _steps(self) -> str:
         """The steps; returns why they ended: finished, early_stop or interrupted."""
-        cfg, state, start = self.cfg, self.state, self.start
+        cfg, state, start, stop = self.cfg, self.state, self.start, self.stop
         tokens_per_step = cfg.batch_size * cfg.block_size
-        budget = guards.memory_budget(cfg.max_memory)
-        guards.limit_metal_memory(budget)
         start.model.train()  # before tracing, since the compiled step keeps the mode it saw
         step = build_step(start.model, start.optimizer, cfg, self.ranks)
+        self._trial(step)
         if state["step"] == 0:  # the loss at init, for the plot
+            self._save("latest")  # the seed's weights: from here on, every stop resumes
             record = {"step": 0, "tokens": 0}
             self._evaluate(record)
             self._save("latest")
@@ -138,16 +124,15 @@ class Loop:
         window: list[float] = []  # the losses since the last record
         window_start = time.perf_counter()
         while state["step"] < cfg.max_iters:
+            step_start = time.perf_counter()
             x, y = get_batch(start.splits.train, cfg.batch_size, cfg.block_size, start.data_rng)
             loss = step(x, y)  # the update is applied; the mean loss of the batch
             guards.check_finite(loss, state["step"] + 1, self.saved_step, cfg)
-            if self.steps == 0:  # the first step shows how much memory a step needs
-                peak = mx.get_peak_memory()
-                self.ranks.check(guards.check_memory, peak, budget, cfg.batch_size)
             state["step"] += 1
             state["tokens"] += tokens_per_step
             window.append(loss)
             self.steps += 1
+            self.timer.stepped(state["step"], loss, time.perf_counter() - step_start)
 
             eval_now = state["step"] % cfg.eval_interval == 0 or state["step"] == cfg.max_iters
             at_record = eval_now or state["step"] % cfg.log_interval == 0
@@ -155,19 +140,22 @@ class Loop:
             # kill -9 can lose to --save-every minutes.
             if self.ranks.agree_to_save(self.clock.due(), at_record) and not eval_now:
                 self._save("latest")
-            # One rank stops at the step the signal came in. Several ranks can agree to
-            # stop only at a record, which every rank reaches at the same step.
+            # One rank stops at once; several agree only at records, which all reach together.
             stop_here = bool(stop) and self.ranks.size == 1
             if not (at_record or stop_here):
                 continue
             seconds = time.perf_counter() - window_start
             self.train_seconds += seconds
             record = self._train_record(window, seconds)
-            halt = self._evaluate(record) if eval_now else False
             if eval_now:
+                try:
+                    halt = self._evaluate(record)
+                except EvaluationStopped:
+                    self._emit(record)  # the steps' record, without the evaluation's part
+                    raise
                 self._save("latest")
             self._emit(record)
-            if halt:
+            if eval_now and halt:
                 reason = (
                     f"no new best val loss in {cfg.early_stop} evaluations; best "
                     f"{state['best_val_loss']:.4f} at step {state['best_step']}"
@@ -176,12 +164,28 @@ class Loop:
                 return "early_stop"
             # Asked after the record is out, since a signal may come at any moment.
             if self.ranks.agree_to_stop(bool(stop)):
-                if self.saved_step != state["step"]:
-                    self._save("latest")
-                return "interrupted"
+                return self._interrupted()
             window = []
             window_start = time.perf_counter()
         return "finished"
+
+    def _interrupted(self) -> str:
+        """Stopped by a signal, latest/ gets the last completed step if it has not yet."""
+        if self.saved_step != self.state["step"]:
+            self._save("latest")
+        return "interrupted"
+
+    def _trial(self, step) -> None:
+        """Two trial steps, undone: the first compiles, the second is timed. The first
+        step's peak memory is checked against the budget before anything long starts."""
+        cfg, start = self.cfg, self.start
+        budget = guards.memory_budget(cfg.max_memory)
+        guards.limit_metal_memory(budget)
+        rng = np.random.default_rng([cfg.seed, 2])  # the training batches' draws are untouched
+        x, y = get_batch(start.splits.train, cfg.batch_size, cfg.block_size, rng)
+        trial_step(step, start.model, start.optimizer, x, y)
+        self.ranks.check(guards.check_memory, mx.get_peak_memory(), budget, cfg.batch_size)
+        self.timer.step_s, _ = trial_step(step, start.model, start.optimizer, x, y)
 
     def _train_record(self, window: list[float], seconds: float) -> Record:
         """The record of the steps since the last one, whose losses are `window`."""
@@ -199,9 +203,19 @@ class Loop:
         }
 
     def _evaluate(self, record: Record) -> bool:
-        """Evaluate into the record, save best/ on a new best, and say whether to stop early."""
+        """Evaluate into the record, save best/ on a new best, and say whether to stop early.
+        A signal stops it between two batches (EvaluationStopped), on every rank alike."""
         state, splits = self.state, self.start.splits
-        losses = estimate_loss(self.start.model, splits, self.cfg, self.ranks)
+        self.timer.evaluation_starts(state["step"])
+        losses = estimate_loss(
+            self.start.model,
+            splits,
+            self.cfg,
+            self.ranks,
+            on_batch=self.timer.evaluation_batch,
+            stop=lambda: self.ranks.agree_to_stop(bool(self.stop)),
+        )
+        self.timer.evaluation_ends()
         record["val_loss"], record["eval_train_loss"] = losses["val"], losses["train"]
         record["val_bpc"] = splits.bits_per_char("val", losses["val"])
         record["eval_train_bpc"] = splits.bits_per_char("train", losses["train"])
@@ -217,11 +231,8 @@ class Loop:
         since their random keys are gathered into it; rank 0 writes."""
         start = self.start
         guards.check_finite_weights(start.model, self.state["step"], self.saved_step, self.cfg)
-        saved = {
-            **self.state,
-            "data_rng": start.data_rng.bit_generator.state,
-            "mlx_key": checkpoint.rng_key(),
-        }
+        saved = {**self.state, "data_rng": start.data_rng.bit_generator.state}
+        saved["mlx_key"] = checkpoint.rng_key()
         if self.ranks.size > 1:
             saved["mlx_keys"] = self.ranks.gather_json(checkpoint.rng_key())
         if self.ranks.main:

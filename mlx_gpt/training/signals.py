@@ -1,7 +1,8 @@
 """Stopping a run cleanly: Ctrl-C (SIGINT), SIGTERM (kill, a job scheduler) and SIGHUP (a
-closed terminal or a logout) each ask the loop to stop after the current step; the loop
-then saves latest/ and the command exits with 128 + the signal number (130, 143, 129),
-as a shell reports a process killed by that signal. A second signal stops at once."""
+closed terminal or a logout) each ask the loop to stop after the current step, or after
+the current batch of an evaluation. The loop then saves latest/, and the command exits
+with 128 + the signal number (130, 143, 129), as a shell reports a process killed by
+that signal. A second signal stops at once."""
 
 from __future__ import annotations
 
@@ -28,20 +29,16 @@ class StopRequest:
         return self.signum is not None
 
     @property
-    def exit_code(self) -> int:
-        return exit_code(self.name)
-
-    @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""
 
 
 @contextmanager
-def deferred_stop() -> Iterator[StopRequest]:
-    """Within the block, a stop signal sets the request; a second one raises
-    KeyboardInterrupt wherever the program is (the checkpoint writer is atomic, so a
-    save cut short leaves the previous checkpoint)."""
-    request = StopRequest()
+def deferred_stop(request: StopRequest | None = None) -> Iterator[StopRequest]:
+    """Within the block, a stop signal sets the request (a new one, or the one given); a
+    second one raises KeyboardInterrupt wherever the program is (the checkpoint writer
+    is atomic, so a save cut short leaves the previous checkpoint)."""
+    request = StopRequest() if request is None else request
     if threading.current_thread() is not threading.main_thread():  # no handlers there
         yield request
         return

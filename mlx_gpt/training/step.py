@@ -17,6 +17,8 @@ It comes in two forms that give the same update up to float rounding:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import partial
 
 import mlx.core as mx
@@ -25,6 +27,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map
 
+from mlx_gpt import checkpoint
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.data import Splits, get_batch
 from mlx_gpt.errors import UserError
@@ -156,8 +159,19 @@ def build_step(model: GPT, optimizer: optim.Optimizer, cfg: TrainConfig, ranks: 
     return AccumulatingStep(model, optimizer, cfg.grad_clip, ranks, cfg.grad_accum)
 
 
+class EvaluationStopped(Exception):
+    """Raised between two evaluation batches when a stop was asked for: the evaluation is
+    abandoned and nothing of it is recorded."""
+
+
 def estimate_loss(
-    model: GPT, splits: Splits, cfg: TrainConfig, ranks: Ranks | None = None
+    model: GPT,
+    splits: Splits,
+    cfg: TrainConfig,
+    ranks: Ranks | None = None,
+    *,
+    on_batch: Callable[[str, int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Mean loss of each split over eval_iters batches, dropout off.
 
@@ -165,20 +179,51 @@ def estimate_loss(
     the loss curve differ by the model alone, and evaluating draws nothing from the
     training batch stream (a resumed run sees the same batches as an unbroken one).
     With several ranks, each computes every ranks.size-th batch and the sums are added.
+
+    After each batch, on_batch(split, batches done, eval_iters) reports progress (the
+    loss is on the host already, so this costs nothing) and stop() may end the
+    evaluation with EvaluationStopped. With several ranks, stop() must give every rank
+    the same answer at the same batch (Ranks.agree_to_stop).
     """
     ranks = ranks or Ranks()
     model.eval()
     rng = np.random.default_rng([cfg.seed, 1])
     out = {}
-    for name in ("train", "val"):
-        data = getattr(splits, name)
-        total = 0.0
-        for i in range(cfg.eval_iters):
-            x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)  # every rank draws all
-            if i % ranks.size == ranks.rank:
-                total += loss_fn(model, x, y).item()
-        if ranks.size > 1:
-            total = ranks.run(lambda t=total: ranks.all_sum(mx.array(t))).item()
-        out[name] = total / cfg.eval_iters
-    model.train()
+    try:
+        for name in ("train", "val"):
+            data = getattr(splits, name)
+            total = 0.0
+            for i in range(cfg.eval_iters):
+                x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)  # every rank draws all
+                if i % ranks.size == ranks.rank:
+                    total += loss_fn(model, x, y).item()
+                if on_batch:
+                    on_batch(name, i + 1, cfg.eval_iters)
+                if stop and stop():
+                    raise EvaluationStopped
+            if ranks.size > 1:
+                total = ranks.run(lambda t=total: ranks.all_sum(mx.array(t))).item()
+            out[name] = total / cfg.eval_iters
+    finally:
+        model.train()
     return out
+
+
+def trial_step(step, model: nn.Module, optimizer: optim.Optimizer, x, y) -> tuple[float, float]:
+    """Run `step` on (x, y) and undo it: the weights, the optimizer state and the random
+    state are put back as they were, so the run goes on as if it had not happened.
+    Returns the step's seconds (compilation included) and its loss.
+
+    MLX arrays are immutable, so keeping references to the old ones is a snapshot. They
+    go back into the same containers, since the compiled step holds those."""
+    params = tree_map(lambda a: a, model.parameters())
+    moments = tree_map(lambda a: a, optimizer.state)
+    key = checkpoint.rng_key()
+    start = time.perf_counter()
+    loss = step(x, y)
+    seconds = time.perf_counter() - start
+    model.update(params)
+    optimizer.state.clear()
+    optimizer.state.update(moments)
+    checkpoint.restore_rng_key(key)
+    return seconds, loss
