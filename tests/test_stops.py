@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from test_faults import one_line_error, start
 
 from mlx_gpt.config import preset_config
 from mlx_gpt.metrics import read_metrics
@@ -31,17 +32,6 @@ GENERATE = str(ROOT / "generate.py")
 # CPU), so that an evaluation of many batches is long and a stop within one is short.
 SLOW_EVAL = ["--preset", "tiny", "--n-embd", "128", "--n-head", "4", "--block-size", "128"]
 SLOW_EVAL += ["--batch-size", "32", "--log-interval", "1"]
-
-
-def start(*args) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, TRAIN, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
 
 
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float = 180) -> re.Match:
@@ -63,10 +53,7 @@ def stop_at(proc: subprocess.Popen, signum: int) -> tuple[float, str]:
 
 
 def one_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    return lines[0]
+    return one_line_error(subprocess.CompletedProcess([], 0, "", stderr))
 
 
 def losses(run: Path) -> dict[int, dict[str, float]]:

@@ -157,12 +157,17 @@ def print_banner(start) -> None:
 def print_summary(cfg: TrainConfig, result) -> None:
     from mlx_gpt.plot import plot_runs
 
-    speed = f"{result.tokens_per_sec:,.0f} tok/s"
-    if cfg.tokenizer != "char":
+    speed = f"{result.tokens_per_sec:,.0f} tok/s" if result.tokens_per_sec else "no step timed"
+    if cfg.tokenizer != "char" and result.tokens_per_sec:
         speed += f" ({result.chars_per_sec:,.0f} chars/s)"
+    best = "no evaluation finished yet"
+    if result.best_step >= 0:
+        best = (
+            f"best val loss {result.best_val_loss:.4f} ({result.best_val_bpc:.4f} bits/char) "
+            f"at step {result.best_step}"
+        )
     print(
-        f"{result.stopped} at step {result.step}: best val loss {result.best_val_loss:.4f} "
-        f"({result.best_val_bpc:.4f} bits/char) at step {result.best_step} | {speed} | "
+        f"{result.stopped} at step {result.step}: {best} | {speed} | "
         f"peak {result.peak_memory_mb:,.0f} MB"
     )
     if result.stopped == "early_stop":

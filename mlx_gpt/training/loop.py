@@ -25,7 +25,7 @@ from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.training import guards, signals
 from mlx_gpt.training.estimate import RunTimer
 from mlx_gpt.training.lock import RunLock
-from mlx_gpt.training.result import TrainResult
+from mlx_gpt.training.result import TrainResult, steps_record
 from mlx_gpt.training.start import Start
 from mlx_gpt.training.step import EvaluationStopped, build_step, estimate_loss, trial_step
 
@@ -146,7 +146,7 @@ class Loop:
                 continue
             seconds = time.perf_counter() - window_start
             self.train_seconds += seconds
-            record = self._train_record(window, seconds)
+            record = steps_record(state, window, seconds, start.splits, cfg)
             if eval_now:
                 try:
                     halt = self._evaluate(record)
@@ -186,21 +186,6 @@ class Loop:
         trial_step(step, start.model, start.optimizer, x, y)
         self.ranks.check(guards.check_memory, mx.get_peak_memory(), budget, cfg.batch_size)
         self.timer.step_s, _ = trial_step(step, start.model, start.optimizer, x, y)
-
-    def _train_record(self, window: list[float], seconds: float) -> Record:
-        """The record of the steps since the last one, whose losses are `window`."""
-        splits, tokens_per_step = self.start.splits, self.cfg.batch_size * self.cfg.block_size
-        train_loss = sum(window) / len(window)
-        tokens_per_sec = len(window) * tokens_per_step / seconds
-        return {
-            "step": self.state["step"],
-            "tokens": self.state["tokens"],
-            "train_loss": train_loss,
-            "train_bpc": splits.bits_per_char("train", train_loss),
-            "tokens_per_sec": round(tokens_per_sec, 1),
-            "chars_per_sec": round(tokens_per_sec * self.chars_per_token, 1),
-            "ms_per_step": round(1000 * seconds / len(window), 2),
-        }
 
     def _evaluate(self, record: Record) -> bool:
         """Evaluate into the record, save best/ on a new best, and say whether to stop early.

@@ -15,7 +15,9 @@ Records (one dict per log interval, to metrics.jsonl and to any reporter):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from mlx_gpt.data import Splits
 from mlx_gpt.training import signals
 
 
@@ -34,3 +36,21 @@ class TrainResult:
     @property
     def exit_code(self) -> int:
         return signals.exit_code(self.signal)
+
+
+def steps_record(
+    state: dict[str, Any], losses: list[float], seconds: float, splits: Splits, cfg: Any
+) -> dict[str, Any]:
+    """The record of the steps since the last one: their `losses`, in `seconds`."""
+    train_loss = sum(losses) / len(losses)
+    tokens_per_sec = len(losses) * cfg.batch_size * cfg.block_size / seconds
+    chars_per_token = splits.train_chars / len(splits.train)
+    return {
+        "step": state["step"],
+        "tokens": state["tokens"],
+        "train_loss": train_loss,
+        "train_bpc": splits.bits_per_char("train", train_loss),
+        "tokens_per_sec": round(tokens_per_sec, 1),
+        "chars_per_sec": round(tokens_per_sec * chars_per_token, 1),
+        "ms_per_step": round(1000 * seconds / len(losses), 2),
+    }
