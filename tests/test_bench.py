@@ -32,11 +32,9 @@ def test_quick_compare_writes_both_frameworks(cli, tmp_path):
         low, high = row["ms_per_step_range"]
         assert low <= row["ms_per_step"] <= high
         assert {r["ms_per_step"] for r in row["runs"]} == {low, high}
-        # warm-up long enough that the first timed step is not slower than the median
-        assert row["warmup_steps"] >= 2
-        assert (
-            row["step_times_ms"][0] <= sorted(row["step_times_ms"])[len(row["step_times_ms"]) // 2]
-        )
+        # The spec's warm-up at least; how many more the rule drops is measured time, so
+        # the rule itself is tested on given times (test_warm_up_drops_leading_slow_steps).
+        assert row["warmup_steps"] >= 2 and len(row["step_times_ms"]) >= 3
     if sys.platform.startswith("linux"):  # the MLX worker must run on the optimized BLAS
         assert by_label["MLX"]["blas"].startswith("OpenBLAS"), by_label["MLX"]["blas"]
     meta = data["meta"]
