@@ -127,12 +127,13 @@ def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
             result = loop.run()
     except KeyboardInterrupt:  # a second Ctrl-C (or signal) stops at once, wherever it lands
         if progress:
-            progress.close()
+            progress.close()  # before the message, which the live bar would draw over
         if ranks.main:
             say(f"error: stopped at once; {what_is_saved(cfg)}")
         raise typer.Exit(130) from None
-    except PeerLost as e:
-        raise PeerLost(f"rank {ranks.rank}: {e}; {ranks.hint()}") from None
+    except PeerLost as e:  # lost during prepare(), there is no hint: nothing to resume yet
+        hint = f"; {ranks.hint()}" if ranks.hint else ""
+        raise PeerLost(f"rank {ranks.rank}: {e}{hint}") from None
     finally:
         if progress:
             progress.close()
