@@ -21,9 +21,12 @@ QUICK_PRESET = "small"
 
 
 def step_flops(model: GPTConfig, batch_size: int, block_size: int) -> float:
-    """Floating-point operations of one training step (forward and backward)."""
+    """Floating-point operations of one training step (forward and backward). The count
+    is bench/common.flops_per_token's, which the PyTorch baseline uses without mlx_gpt:
+    the position table is a lookup and does not count."""
     params = GPT(model).num_params()  # lazy: the weights are never computed
-    per_token = 6 * params + 12 * model.n_layer * model.n_embd * block_size
+    non_embedding = params - model.block_size * model.n_embd
+    per_token = 6 * non_embedding + 12 * model.n_layer * model.n_embd * block_size
     return per_token * batch_size * block_size
 
 
@@ -46,12 +49,12 @@ def estimate_line(
     if total <= LONG_RUN_S:
         return None
     line = (
-        f"on this machine: ~{duration(step_s)} a step, ~{duration(eval_s)} an evaluation; "
-        f"{cfg.max_iters - step} steps ≈ {duration(total)}."
+        f"on this machine: ~{roughly(step_s)} a step, ~{roughly(eval_s)} an evaluation; "
+        f"{cfg.max_iters - step} steps ≈ {roughly(total)}."
     )
     if cfg.preset in (QUICK_PRESET, "tiny"):
         return line
-    quick = duration(quick_run_seconds(cfg, model, step_s))
+    quick = roughly(quick_run_seconds(cfg, model, step_s))
     return f"{line} For a quick run on a CPU: --preset {QUICK_PRESET} (≈ {quick})"
 
 
@@ -104,8 +107,8 @@ class RunTimer:
         self.eval_s = time.perf_counter() - self.eval_start
 
 
-def duration(seconds: float) -> str:
-    """25 s, 6 min, 41 h: the unit that reads best."""
+def roughly(seconds: float) -> str:
+    """25 s, 6 min, 41 h: a duration in the unit that reads best."""
     if seconds < 90:
         return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
     if seconds < 90 * 60:
