@@ -144,3 +144,27 @@ def rng_key() -> list[int]:
 def restore_rng_key(key: list[int]) -> None:
     # mx.random.key(seed) is [seed >> 32, seed & 0xFFFFFFFF], so re-seeding restores any key.
     mx.random.seed((key[0] << 32) | key[1])
+
+
+def load_source_weights(found: Path, model: nn.Module) -> None:
+    """A source run's best/ weights in float32, the position table cropped to the new
+    block size (as nanoGPT's crop_block_size)."""
+    weights = {k: v.astype(mx.float32) for k, v in read_weights(found).items()}
+    weights["wpe.weight"] = weights["wpe.weight"][: model.config.block_size]
+    load_weights(found, model, weights)
+
+
+def restore(found: Path | None, model, optimizer, data_rng, state) -> list | None:
+    """latest/'s weights, optimizer state, step and generators, into what prepare built;
+    returns every rank's saved random key (a distributed run's), or None."""
+    if found is None:
+        return None
+    load_model(found, model)
+    load_optimizer(found, optimizer)
+    optimizer.init(model.trainable_parameters())
+    saved = load_state(found)
+    data_rng.bit_generator.state = saved.pop("data_rng")
+    restore_rng_key(saved.pop("mlx_key"))
+    keys = saved.pop("mlx_keys", None)
+    state.update(saved)
+    return keys

@@ -74,7 +74,9 @@ class TrainConfig(ConfigDict):
     )
     data: str | None = setting(
         None,
-        "UTF-8 text file to train on. [default: the bundled tiny Shakespeare]",
+        "A UTF-8 text file to train on, or a folder of token shards that `python -m "
+        "mlx_gpt prepare`, nanoGPT's prepare.py or build-nanogpt's fineweb.py made (read "
+        "in place, never loaded). [default: the bundled tiny Shakespeare]",
         START,
     )
     tokenizer: str = setting(

@@ -25,22 +25,23 @@ class PlainUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it asks for {module}.{name}")
 
 
-def read_meta(path: str | Path) -> list[str]:
-    """nanoGPT's meta.pkl: the characters, in id order (itos)."""
+def read_meta(path: str | Path, flag: str = "--meta") -> list[str]:
+    """nanoGPT's meta.pkl: the characters, in id order (itos). `flag` names where the
+    path came from, for the error message."""
     try:
         meta = PlainUnpickler(io.BytesIO(Path(path).read_bytes())).load()
     except FileNotFoundError:
-        raise UserError(f"--meta {path} does not exist") from None
+        raise UserError(f"{flag} {path} does not exist") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise UserError(
-            f"--meta {path} is refused: a meta.pkl may hold plain dicts, strings and ints "
+            f"{flag} {path} is refused: a meta.pkl may hold plain dicts, strings and ints "
             f"only ({e})"
         ) from None
     itos = meta.get("itos") if isinstance(meta, dict) else None
     if not isinstance(itos, dict) or not all(
         isinstance(k, int) and isinstance(v, str) for k, v in itos.items()
     ):
-        raise UserError(f"--meta {path} has no itos table (id -> character)")
+        raise UserError(f"{flag} {path} has no itos table (id -> character)")
     return [itos[i] for i in sorted(itos)]
 
 
@@ -102,7 +103,7 @@ def import_nanogpt(
     if meta is not None:
         chars = read_meta(meta)
     else:
-        from mlx_gpt.data import load_text
+        from mlx_gpt.data.text import load_text
 
         chars = sorted(set(load_text(vocab_text, flag="--vocab-text")))
     if len(chars) != config.vocab_size:

@@ -22,7 +22,7 @@ from mlx_gpt import __version__, checkpoint
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.tokenizer import Tokenizer, load_tokenizer
+from mlx_gpt.tokenizer import HF_FILE, BPETokenizer, Tokenizer, load_tokenizer
 
 DEFAULT_ROOT = Path("out")
 
@@ -90,8 +90,19 @@ class RunFolder:
     def model_config(self) -> GPTConfig:
         return GPTConfig.from_dict(self.read_config()["model"])
 
-    def tokenizer(self) -> Tokenizer:
+    def tokenizer(self, required: bool = True, path: str | None = None) -> Tokenizer | None:
+        """The run's tokenizer. A run trained on GPT-2 ids with no tokenizer at hand
+        saved none: then GPT-2's from `path` (--tokenizer-path), or, if not required, None."""
         kind = self.read_config()["train"].get("tokenizer", "char")
+        if path:
+            return BPETokenizer.gpt2(path)
+        if not required and kind == "gpt2" and not (self.path / HF_FILE).is_file():
+            return None
+        if kind == "gpt2" and not (self.path / HF_FILE).is_file():
+            raise UserError(
+                f"{self.path} holds no tokenizer (it trained on GPT-2 ids without one); "
+                f"pass --tokenizer-path with GPT-2's tokenizer files"
+            )
         return load_tokenizer(self.path, kind)
 
     def checkpoint(self, which: str = "best") -> Path:
@@ -111,10 +122,12 @@ class RunFolder:
             )
         return found
 
-    def load_model(self, which: str = "best") -> tuple[GPT, Tokenizer]:
+    def load_model(
+        self, which: str = "best", tokenizer_path: str | None = None
+    ) -> tuple[GPT, Tokenizer]:
         """The model of checkpoint `which`, in eval mode, and its tokenizer."""
         found = self.checkpoint(which)
-        config, tokenizer = self.model_config(), self.tokenizer()
+        config, tokenizer = self.model_config(), self.tokenizer(path=tokenizer_path)
         if config.vocab_size != tokenizer.vocab_size:
             raise UserError(
                 f"{self.path}: config.json says {config.vocab_size} tokens but its "

@@ -27,6 +27,7 @@ from mlx_gpt.config import (
     default_run_dir,
     preset_config,
 )
+from mlx_gpt.data.layouts import is_prepared, tokenizer_kind
 from mlx_gpt.errors import UserError
 from mlx_gpt.run import RunFolder, source_run
 
@@ -58,9 +59,25 @@ def resolve(
         settings.update({k: saved[k] for k in INHERITED if k in saved and k not in given})
     elif name == "finetune" and not resume:
         raise UserError("the finetune preset starts from a run's weights: add --init-from RUN")
+    if is_prepared(settings.get("data")):
+        _take_corpus_tokenizer(settings, set(from_file) | set(overrides))
     cfg = TrainConfig.from_dict(settings)
     cfg.validate()
     return cfg
+
+
+def _take_corpus_tokenizer(settings: dict[str, Any], given: set[str]) -> None:
+    """A prepared corpus (--data DIR) brings its tokenizer, as --init-from brings its
+    model: --tokenizer, if given, must name the same kind."""
+    kind, size = tokenizer_kind(settings["data"])
+    if "tokenizer" in given and settings["tokenizer"] != kind:
+        raise UserError(
+            f"--tokenizer {settings['tokenizer']} differs from --data {settings['data']}'s "
+            f"{kind}; a prepared corpus brings its tokenizer, so drop --tokenizer"
+        )
+    settings["tokenizer"] = kind
+    if kind == "bpe" and size:  # the size it has, not the one a new BPE would get
+        settings["vocab_size"] = size
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlx_gpt.data import text_digest
+from mlx_gpt.data.text import text_digest
 from mlx_gpt.errors import UserError
 
 KINDS = ("char", "bpe", "gpt2")
@@ -93,9 +93,12 @@ class BPETokenizer:
         self.kind = kind
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
-        """Learn merges on `text` up to vocab_size tokens (fewer if the text runs out of
-        pairs). The same text and size give the same tokenizer."""
+    def train(
+        cls, text: str | list[str], vocab_size: int, special_tokens: list[str] = ()
+    ) -> BPETokenizer:
+        """Learn merges on `text` (or on a list of documents) up to vocab_size tokens
+        (fewer if the text runs out of pairs), after the `special_tokens`. The same
+        text and size give the same tokenizer."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tokenizer = Tokenizer(models.BPE())
@@ -104,10 +107,10 @@ class BPETokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not
-            special_tokens=[],
+            special_tokens=list(special_tokens),
             show_progress=False,
         )
-        tokenizer.train_from_iterator([text], trainer)
+        tokenizer.train_from_iterator([text] if isinstance(text, str) else text, trainer)
         return cls(tokenizer, "bpe")
 
     @classmethod

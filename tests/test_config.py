@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from mlx_gpt.config import PRESETS, TrainConfig, preset_config
-from mlx_gpt.data import get_batch
+from mlx_gpt.data.tokens import get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.settings import resolve

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mlx_gpt.data import Splits, get_batch, load_text
+from mlx_gpt.data.text import load_text
+from mlx_gpt.data.tokens import Splits, Tokens, get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.tokenizer import CharTokenizer
 
@@ -44,7 +45,7 @@ def test_split_is_90_10_and_batches_are_shifted(shakespeare):
 
 
 def test_batches_are_reproducible_from_the_seed(shakespeare):
-    data = np.arange(1000, dtype=np.int32)
+    data = Tokens([np.arange(1000, dtype=np.int32)])
     a = get_batch(data, 4, 8, np.random.default_rng(7))[0]
     b = get_batch(data, 4, 8, np.random.default_rng(7))[0]
     c = get_batch(data, 4, 8, np.random.default_rng(8))[0]

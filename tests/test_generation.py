@@ -25,7 +25,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from mlx_gpt.data import load_text
+    from mlx_gpt.data.text import load_text
 
     return CharTokenizer.from_text(load_text())
 

@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gpt.data import load_text
+from mlx_gpt.data.text import load_text
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.run import RunFolder
 from mlx_gpt.sampling import Sampler
@@ -258,7 +258,7 @@ OTHER_TEXT = "".join(line.lower() + "\n" for line in load_text().splitlines()[::
 
 def test_init_from_starts_at_the_source_models_loss(tiny_run, tmp_path, cli):
     from mlx_gpt.config import TrainConfig
-    from mlx_gpt.data import Splits
+    from mlx_gpt.data.tokens import Splits
     from mlx_gpt.training.step import estimate_loss
 
     source, _ = tiny_run

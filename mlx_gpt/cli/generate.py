@@ -70,9 +70,16 @@ def generate_command(
     ] = None,
     window: Annotated[str, typer.Option(help="fast (KV cache) or exact (gpt.py).")] = "fast",
     dtype: Annotated[str | None, DTYPE] = None,
+    tokenizer_path: Annotated[
+        str | None,
+        typer.Option(
+            help="GPT-2's tokenizer files (a folder or hub name), for a run trained on GPT-2 "
+            "ids that saved no tokenizer."
+        ),
+    ] = None,
     threads: Annotated[int, threads_option()] = 0,
 ) -> None:
-    from mlx_gpt.data import load_text
+    from mlx_gpt.data.text import load_text
     from mlx_gpt.dtypes import default_dtype, set_dtype
     from mlx_gpt.generation import stream_generate
     from mlx_gpt.run import RunFolder, latest_run
@@ -93,7 +100,7 @@ def generate_command(
     run = RunFolder(out_dir) if out_dir else latest_run()
     if not run.path.is_dir():
         raise UserError(f"no run folder {run.path}; train one first with `python train.py`")
-    model, tokenizer = run.load_model(checkpoint)
+    model, tokenizer = run.load_model(checkpoint, tokenizer_path)
     trained = trained_as(run, checkpoint)
     set_dtype(model, dtype or default_dtype())
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from typing import Annotated
 
 import typer
@@ -113,7 +114,10 @@ def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
 
     progress = None
     try:
-        start = prepare(cfg, resume=resume, data_changed=data_changed, ranks=ranks)
+        with warnings_as_lines():
+            start = prepare(
+                cfg, resume=resume, data_changed=data_changed, ranks=ranks, on_scan=_scan_report()
+            )
         if ranks.main:
             print_banner(start)
             progress = progress_for(cfg.max_iters, start.state["step"])
@@ -155,18 +159,28 @@ def print_banner(start) -> None:
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
 
 
+def _scan_report():
+    """A line every 10 s while a foreign corpus's ids are checked (once per corpus)."""
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        if time.perf_counter() - last[0] >= 10 or done == total:
+            last[0] = time.perf_counter()
+            say(f"checking the corpus's token ids: {done:,} of {total:,} ({done / total:.0%})")
+
+    return report
+
+
 def print_summary(cfg: TrainConfig, result) -> None:
     from mlx_gpt.plot import plot_runs
 
     speed = f"{result.tokens_per_sec:,.0f} tok/s" if result.tokens_per_sec else "no step timed"
-    if cfg.tokenizer != "char" and result.tokens_per_sec:
+    if cfg.tokenizer != "char" and result.tokens_per_sec and result.chars_per_sec:
         speed += f" ({result.chars_per_sec:,.0f} chars/s)"
     best = "no evaluation finished yet"
     if result.best_step >= 0:
-        best = (
-            f"best val loss {result.best_val_loss:.4f} ({result.best_val_bpc:.4f} bits/char) "
-            f"at step {result.best_step}"
-        )
+        bpc = f" ({result.best_val_bpc:.4f} bits/char)" if result.best_val_bpc else ""
+        best = f"best val loss {result.best_val_loss:.4f}{bpc} at step {result.best_step}"
     print(
         f"{result.stopped} at step {result.step}: {best} | {speed} | "
         f"peak {result.peak_memory_mb:,.0f} MB"

@@ -19,10 +19,11 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_gpt import checkpoint
-from mlx_gpt.data import get_batch
+from mlx_gpt.data.tokens import get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.training import guards, signals
+from mlx_gpt.training.corpus import write_scan
 from mlx_gpt.training.estimate import RunTimer
 from mlx_gpt.training.lock import RunLock
 from mlx_gpt.training.result import TrainResult, steps_record
@@ -51,7 +52,7 @@ class Loop:
         self.run_start = time.perf_counter() - self.state["elapsed_s"]
         self.train_seconds = 0.0  # in steps this session, for the overall rate
         self.steps = 0  # steps this session
-        self.chars_per_token = start.splits.train_chars / len(start.splits.train)
+        self.chars_per_token = start.splits.chars_per_token()  # None if unknown
         self.timer = RunTimer(self.cfg, start.model.config, self.ranks.size, self.display)
 
     def run(self) -> TrainResult:
@@ -82,9 +83,12 @@ class Loop:
             truncate_after(start.run.metrics_file, self.state["step"])
         else:
             start.run.metrics_file.unlink(missing_ok=True)
-            start.tokenizer.save(start.run.path)
+            if start.tokenizer is not None:
+                start.tokenizer.save(start.run.path)
         if not start.tokens_cached:
             start.splits.save(start.run.path, start.tokens_key)
+        if start.scanned:
+            write_scan(start.run.path, start.scanned)
         start.run.write_config(self.cfg, start.model.config, self.command, start.data_sha256)
 
     def _train(self) -> TrainResult:
@@ -104,7 +108,7 @@ class Loop:
             stopped=stopped,
             signal=self.stop.name if stopped == "interrupted" else "",
             tokens_per_sec=tokens_per_sec,
-            chars_per_sec=tokens_per_sec * self.chars_per_token,
+            chars_per_sec=tokens_per_sec * (self.chars_per_token or 0.0),
             peak_memory_mb=peak_memory_mb(),
         )
 
@@ -202,8 +206,9 @@ class Loop:
         )
         self.timer.evaluation_ends()
         record["val_loss"], record["eval_train_loss"] = losses["val"], losses["train"]
-        record["val_bpc"] = splits.bits_per_char("val", losses["val"])
-        record["eval_train_bpc"] = splits.bits_per_char("train", losses["train"])
+        if splits.val_chars:  # unknown for a corpus nanoGPT or build-nanogpt prepared
+            record["val_bpc"] = splits.bits_per_char("val", losses["val"])
+            record["eval_train_bpc"] = splits.bits_per_char("train", losses["train"])
         if losses["val"] < state["best_val_loss"]:
             state.update(best_val_loss=losses["val"], best_step=state["step"], evals_since_best=0)
             self._save("best")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_gpt.data import Splits
+from mlx_gpt.data.tokens import Splits
 from mlx_gpt.training import signals
 
 
@@ -26,7 +26,7 @@ class TrainResult:
     step: int
     best_val_loss: float
     best_step: int
-    best_val_bpc: float  # best_val_loss in bits per character
+    best_val_bpc: float | None  # best_val_loss in bits per character, if known
     stopped: str  # "finished", "early_stop" or "interrupted"
     signal: str  # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP), or ""
     tokens_per_sec: float  # over the whole run, evaluations excluded
@@ -44,13 +44,11 @@ def steps_record(
     """The record of the steps since the last one: their `losses`, in `seconds`."""
     train_loss = sum(losses) / len(losses)
     tokens_per_sec = len(losses) * cfg.batch_size * cfg.block_size / seconds
-    chars_per_token = splits.train_chars / len(splits.train)
-    return {
-        "step": state["step"],
-        "tokens": state["tokens"],
-        "train_loss": train_loss,
-        "train_bpc": splits.bits_per_char("train", train_loss),
-        "tokens_per_sec": round(tokens_per_sec, 1),
-        "chars_per_sec": round(tokens_per_sec * chars_per_token, 1),
-        "ms_per_step": round(1000 * seconds / len(losses), 2),
-    }
+    record = {"step": state["step"], "tokens": state["tokens"], "train_loss": train_loss}
+    if chars_per_token := splits.chars_per_token():  # None for a foreign corpus
+        record["train_bpc"] = splits.bits_per_char("train", train_loss)
+    record["tokens_per_sec"] = round(tokens_per_sec, 1)
+    if chars_per_token:
+        record["chars_per_sec"] = round(tokens_per_sec * chars_per_token, 1)
+    record["ms_per_step"] = round(1000 * seconds / len(losses), 2)
+    return record

@@ -14,7 +14,10 @@ here leaves every folder as it was.
 Resuming and fine-tuning are one act, `_inherit`: take the model and the tokenizer from
 a run folder, check the settings they fix, and let a few differ (config.MAY_CHANGE_*).
 
-With several ranks, every rank reads its own copy of the text (they must be the same),
+The data is a text file, read whole and tokenized here, or a prepared folder (--data
+DIR, data/layouts.py), whose shards are memory-mapped and never read whole.
+
+With several ranks, every rank reads its own copy of the data (they must be the same),
 and rank 0 alone reads the run folders and sends the others what it found. The ranks
 make these collectives, and their random draws, in the same order as one process.
 """
@@ -22,6 +25,7 @@ make these collectives, and their random draws, in the same order as one process
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,13 +43,16 @@ from mlx_gpt.config import (
     first_difference,
     flag,
 )
-from mlx_gpt.data import Splits, load_text, split_text, text_digest
+from mlx_gpt.data.layouts import Corpus
+from mlx_gpt.data.text import split_text, text_digest
+from mlx_gpt.data.tokens import Splits
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.ranks import Ranks, check_same_data
+from mlx_gpt.ranks import Ranks
 from mlx_gpt.run import RunFolder, source_run
 from mlx_gpt.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_json, tokenizer_to_json
 from mlx_gpt.training import guards
+from mlx_gpt.training.corpus import corpus_gpt2_tokenizer, corpus_splits, read_data
 from mlx_gpt.training.optimizer import AdamW, make_optimizer
 from mlx_gpt.training.step import micro_batch_size
 
@@ -58,25 +65,27 @@ class Start:
     run: RunFolder
     ranks: Ranks
     resumed: bool
-    data_sha256: str  # the training text's, recorded so that a resume can check it
-    tokenizer: Tokenizer
+    data_sha256: str  # the training data's, recorded so that a resume can check it
+    tokenizer: Tokenizer | None  # None: GPT-2 ids from a folder with no tokenizer
     splits: Splits
     tokens_key: dict[str, str]  # what the splits were tokenized from (the cache's key)
-    tokens_cached: bool  # the splits came from the run folder's token cache
+    tokens_cached: bool  # the splits are on disk already: the token cache, or --data DIR
     model: GPT
     optimizer: AdamW
     data_rng: np.random.Generator  # draws the training batches
     state: dict[str, Any]  # step, tokens, best_val_loss, best_step, evals_since_best, ...
+    scanned: dict | None = None  # a foreign corpus's largest id, for the run folder's cache
 
 
 @dataclass
 class _Found:
     """What rank 0 read from the run folders, before any weights exist."""
 
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
     model_config: GPTConfig
     splits: Splits
     tokens_cached: bool = False
+    scanned: dict | None = None
     resume_from: Path | None = None  # latest/ of the run to continue
     weights_from: Path | None = None  # best/ of the run to fine-tune
 
@@ -87,57 +96,53 @@ def prepare(
     resume: bool = False,
     data_changed: bool = False,
     ranks: Ranks | None = None,
+    on_scan: Callable[[int, int], None] | None = None,
 ) -> Start:
-    """Check and load everything the run needs; raise UserError before anything is written."""
+    """Check and load everything the run needs; raise UserError before anything is written.
+    on_scan(done, total) reports the one pass that checks a foreign corpus's ids."""
     ranks = ranks or Ranks()
     micro_batch_size(cfg.batch_size, cfg.grad_accum, ranks.size)
     run = RunFolder(cfg.run_dir)
-    text, digest = _read_text(cfg.data, ranks)
-    found = ranks.check(_read_folders, cfg, run, text, digest, resume, data_changed, main_only=True)
-    found = _share_found(found, text, cfg, ranks)
+    data, digest = read_data(cfg.data, ranks)
+    found = ranks.check(
+        _read_folders, cfg, run, data, digest, resume, data_changed, on_scan, main_only=True
+    )
+    found = _share_found(found, data, cfg, ranks)
 
     # The random draws come in this order on every start: the weights, then the batches.
     mx.random.seed(cfg.seed)
     model = GPT(found.model_config)
     if found.weights_from:
-        _load_source_weights(found.weights_from, model)
+        checkpoint.load_source_weights(found.weights_from, model)
     optimizer = make_optimizer(cfg)
     optimizer.init(model.trainable_parameters())
     data_rng = np.random.default_rng(cfg.seed)
     state: dict[str, Any] = dict(
         step=0, tokens=0, best_val_loss=math.inf, best_step=-1, evals_since_best=0, elapsed_s=0.0
     )
-    keys = _restore(found.resume_from, model, optimizer, data_rng, state)
+    keys = checkpoint.restore(found.resume_from, model, optimizer, data_rng, state)
     ranks.share_state(model, optimizer, data_rng, state, keys, cfg.seed)
     if state["step"] >= cfg.max_iters:
         raise UserError(
             f"the run in {run.path} is already at step {state['step']}; "
             f"pass a --max-iters above it to train further"
         )
-    tokens_key = {"data_sha256": digest, "tokenizer": found.tokenizer.digest()}
+    tokenizer_digest = found.tokenizer.digest() if found.tokenizer else ""
+    tokens_key = {"data_sha256": digest, "tokenizer": tokenizer_digest}
     return Start(
         cfg, run, ranks, resume, digest, found.tokenizer, found.splits, tokens_key,
-        found.tokens_cached, model, optimizer, data_rng, state,
+        found.tokens_cached, model, optimizer, data_rng, state, found.scanned,
     )  # fmt: skip
 
 
-def _read_text(path: str | None, ranks: Ranks) -> tuple[str, str]:
-    """The training text and its digest. Every rank reads its own copy: a rank that
-    cannot, or whose copy differs, stops them all with a line that names its host."""
-    text, digest, error = None, None, None
-    try:
-        text = load_text(path)
-        digest = text_digest(text)
-    except UserError as e:
-        if ranks.size == 1:
-            raise
-        error = str(e)
-    check_same_data(ranks, digest, error)
-    return text, digest
-
-
 def _read_folders(
-    cfg: TrainConfig, run: RunFolder, text: str, digest: str, resume: bool, data_changed: bool
+    cfg: TrainConfig,
+    run: RunFolder,
+    data: str | Corpus,
+    digest: str,
+    resume: bool,
+    data_changed: bool,
+    on_scan=None,
 ) -> _Found:
     """Rank 0 reads the run folder (and the source run) and tokenizes the text."""
     if resume:
@@ -153,12 +158,10 @@ def _read_folders(
         fix = f"drop it to resume {run.path}, or pick another --out-dir"
         model_config, tokenizer = _inherit(cfg, run, MAY_CHANGE_ON_RESUME, "the checkpoint's", fix)
         guards.check_same_data(run.read_config().get("data_sha256"), digest, data_changed)
-        key = {"data_sha256": digest, "tokenizer": tokenizer.digest()}
-        if cached := Splits.load(run.path, key):
-            return _Found(tokenizer, model_config, cached, True, run.checkpoint("latest"))
         unfit = "the data does not fit this run's vocabulary"
-        splits = _tokenize(text, tokenizer, cfg.block_size, unfit)
-        return _Found(tokenizer, model_config, splits, resume_from=run.checkpoint("latest"))
+        found = _splits(data, tokenizer, model_config, cfg, run, on_scan, unfit)
+        found.resume_from = run.checkpoint("latest")
+        return found
 
     run.check_new("pass --resume to continue it or choose another --out-dir")
     if cfg.init_from:
@@ -167,13 +170,34 @@ def _read_folders(
         whose = f"{source.path}'s"
         model_config, tokenizer = _inherit(cfg, source, MAY_CHANGE_ON_INIT_FROM, whose, fix)
         unfit = f"--data does not fit {source.path}'s vocabulary"
-        splits = _tokenize(text, tokenizer, cfg.block_size, unfit)
-        return _Found(tokenizer, model_config, splits, weights_from=source.checkpoint("best"))
+        found = _splits(data, tokenizer, model_config, cfg, run, on_scan, unfit)
+        found.weights_from = source.checkpoint("best")
+        return found
 
+    if isinstance(data, Corpus):
+        tokenizer = data.tokenizer or corpus_gpt2_tokenizer(cfg.tokenizer_path)
+        return _splits(data, tokenizer, cfg.model_config(data.vocab_size), cfg, run, on_scan)
     kind, size, path = cfg.tokenizer, cfg.vocab_size, cfg.tokenizer_path
-    tokenizer = build_tokenizer(kind, text, split_text(text)[0], size, path)
-    splits = Splits.from_text(text, tokenizer, cfg.block_size)
+    tokenizer = build_tokenizer(kind, data, split_text(data)[0], size, path)
+    splits = Splits.from_text(data, tokenizer, cfg.block_size)
     return _Found(tokenizer, cfg.model_config(tokenizer.vocab_size), splits)
+
+
+def _splits(data, tokenizer, model_config, cfg, run, on_scan, unfit: str = "") -> _Found:
+    """The splits of `data` for a run with this tokenizer and model: a corpus's, checked
+    (corpus.py), or the text's, from a resumed run's token cache or tokenized here, a
+    character the tokenizer lacks named after `unfit`."""
+    if isinstance(data, Corpus):
+        splits, scanned = corpus_splits(data, tokenizer, model_config, cfg, run, on_scan)
+        return _Found(tokenizer, model_config, splits, True, scanned)
+    key = {"data_sha256": text_digest(data), "tokenizer": tokenizer.digest()}
+    if run.has_checkpoint() and (cached := Splits.load(run.path, key)):
+        return _Found(tokenizer, model_config, cached, True)
+    try:
+        splits = Splits.from_text(data, tokenizer, cfg.block_size)
+    except UserError as e:
+        raise UserError(f"{unfit}: {e}") from None
+    return _Found(tokenizer, model_config, splits)
 
 
 def _inherit(
@@ -196,55 +220,27 @@ def _inherit(
     # The model as cfg describes it (the same but for `may_change`, as checked), and what
     # TrainConfig does not hold: the vocabulary's size, an imported model's norm_eps.
     model_config = replace(model_config, **{name: getattr(cfg, name) for name in MODEL_FIELDS})
-    return model_config, run.tokenizer()
+    return model_config, run.tokenizer(required=False)
 
 
-def _tokenize(text: str, tokenizer: Tokenizer, block_size: int, unfit: str) -> Splits:
-    """The splits in another run's tokenizer; a character it lacks is named after `unfit`."""
-    try:
-        return Splits.from_text(text, tokenizer, block_size)
-    except UserError as e:
-        raise UserError(f"{unfit}: {e}") from None
-
-
-def _load_source_weights(found: Path, model: GPT) -> None:
-    """A source run's best/ weights in float32, the position table cropped to the new
-    block size (as nanoGPT's crop_block_size)."""
-    weights = {k: v.astype(mx.float32) for k, v in checkpoint.read_weights(found).items()}
-    weights["wpe.weight"] = weights["wpe.weight"][: model.config.block_size]
-    checkpoint.load_weights(found, model, weights)
-
-
-def _restore(found: Path | None, model, optimizer, data_rng, state) -> list | None:
-    """latest/'s weights, optimizer state, step and generators, into what prepare built;
-    returns every rank's saved random key (a distributed run's), or None."""
-    if found is None:
-        return None
-    checkpoint.load_model(found, model)
-    checkpoint.load_optimizer(found, optimizer)
-    optimizer.init(model.trainable_parameters())
-    saved = checkpoint.load_state(found)
-    data_rng.bit_generator.state = saved.pop("data_rng")
-    checkpoint.restore_rng_key(saved.pop("mlx_key"))
-    keys = saved.pop("mlx_keys", None)
-    state.update(saved)
-    return keys
-
-
-def _share_found(found: _Found | None, text: str, cfg: TrainConfig, ranks: Ranks) -> _Found:
+def _share_found(
+    found: _Found | None, data: str | Corpus, cfg: TrainConfig, ranks: Ranks
+) -> _Found:
     """The other ranks get rank 0's tokenizer and model config, and tokenize their own
-    copy of the text with it (the same text, as _read_text checked). One rank has it."""
+    copy of the text with it, or map their own copy of the corpus (the same data, as
+    _read_data checked). One rank has it."""
     if ranks.size == 1:
         return found
     mine = None
     if ranks.main:
-        mine = {
-            "tokenizer": tokenizer_to_json(found.tokenizer),
-            "model": asdict(found.model_config),
-        }
+        tokenizer = found.tokenizer and tokenizer_to_json(found.tokenizer)
+        mine = {"tokenizer": tokenizer, "model": asdict(found.model_config)}
     shared = ranks.broadcast_json(mine)
     if ranks.main:
         return found
-    tokenizer = tokenizer_from_json(shared["tokenizer"])
-    splits = Splits.from_text(text, tokenizer, cfg.block_size)
+    tokenizer = shared["tokenizer"] and tokenizer_from_json(shared["tokenizer"])
+    if isinstance(data, Corpus):
+        splits = data.splits
+    else:
+        splits = Splits.from_text(data, tokenizer, cfg.block_size)
     return _Found(tokenizer, GPTConfig.from_dict(shared["model"]), splits)

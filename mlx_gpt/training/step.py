@@ -29,7 +29,7 @@ from mlx.utils import tree_map
 
 from mlx_gpt import checkpoint
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.data import Splits, get_batch
+from mlx_gpt.data.tokens import Splits, get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT
 from mlx_gpt.ranks import Ranks

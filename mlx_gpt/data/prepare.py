@@ -1,0 +1,236 @@
+"""`python -m mlx_gpt prepare SOURCE --out-dir DIR`: a corpus tokenized once into shards.
+
+The pipeline reads documents (sources.py) in batches, tokenizes each batch in parallel
+(Hugging Face tokenizers' batch encoding, on its own threads), prepends the end-of-text
+token to every document as build-nanogpt does, and appends the ids to the shards of the
+split they belong to (shards.py). Memory holds one batch and nothing more, whatever the
+corpus's size.
+
+    val    the first documents, until --val-tokens ids (whole documents, so that its
+           character count is exact); for a single text file, gpt.py's last 10 %
+    train  the rest
+
+After each shard is renamed, progress.json records how far the source has been read:
+the same command again, after Ctrl-C or kill -9, goes on from there. meta.json is
+written last; it marks the corpus whole and is what a training run reads (layouts.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlx_gpt.data.layouts import META
+from mlx_gpt.data.shards import ShardWriter, write_json
+from mlx_gpt.data.sources import Source
+from mlx_gpt.data.tokenizing import TOKENIZER_FILES, Encoder, make_tokenizer
+from mlx_gpt.errors import UserError
+
+PROGRESS = "progress.json"
+BATCH_BYTES = 4 << 20  # text tokenized at a time: large enough to keep every thread busy
+SPLITS = ("val", "train")  # in the order the stream fills them
+
+
+@dataclass
+class PrepareConfig:
+    """What `prepare` was asked for: a resumed prepare must be asked the same."""
+
+    source: str
+    tokenizer: str = "gpt2"
+    tokenizer_path: str | None = None
+    vocab_size: int = 50_257
+    tokenizer_sample: int = 10_000_000
+    shard_tokens: int = 100_000_000
+    val_tokens: int = 10_000_000
+    max_tokens: int | None = None
+    dataset: dict | None = field(default=None)
+
+
+@dataclass
+class Progress:
+    """A progress report: what the bar shows."""
+
+    documents: int
+    tokens: int
+    shards: int
+    bytes_read: int
+    total_bytes: int | None
+    seconds: float
+
+
+def prepare_corpus(
+    cfg: PrepareConfig,
+    source: Source,
+    out_dir: str | Path,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> tuple[dict, bool]:
+    """Tokenize `source` into out_dir; returns meta.json's contents, and whether the
+    folder was complete already (nothing done)."""
+    out = Path(out_dir)
+    if (out / META).is_file():
+        return _read_json(out / META), True
+    settings = asdict(cfg)
+    progress = _read_progress(out, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(cfg, source, out, resumed=progress is not None)
+    encoder = Encoder(tokenizer, separate=not source.single_text)
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    if progress is None:
+        progress = {"settings": settings, "split": "val", "document": 0, "offset": 0,
+                    "splits": {s: _empty_split() for s in SPLITS}}  # fmt: skip
+        write_json(out / PROGRESS, progress, indent=None)
+    stats = progress["splits"]
+    writers = {s: ShardWriter(out, s, cfg.shard_tokens, dtype, stats[s]["shards"]) for s in SPLITS}
+    split, first, offset = progress["split"], progress["document"], progress["offset"]
+    clock, read = time.perf_counter(), 0
+
+    def checkpoint(document: int, offset: int) -> None:
+        for s in SPLITS:
+            stats[s]["shards"] = writers[s].shards
+        progress.update(split=split, document=document, offset=offset)
+        write_json(out / PROGRESS, progress, indent=None)
+
+    try:
+        for index, text, size, ids in _encoded(source, encoder, first):
+            total = sum(writers[s].written for s in SPLITS)
+            if offset == 0:  # a document's first ids: decide its split, count it
+                if cfg.max_tokens is not None and total >= cfg.max_tokens:
+                    break
+                if split == "val" and _val_is_full(source, cfg, index, writers["val"]):
+                    writers["val"].finish()
+                    split = "train"
+                    checkpoint(index, 0)
+                _count(stats[split], text, size)
+            read += size if offset == 0 else 0
+            rest = ids[offset:]
+            writers[split].add(rest, lambda taken, i=index, o=offset: checkpoint(i, o + taken))
+            offset = 0
+            if on_progress:
+                done = sum(len(writers[s].shards) for s in SPLITS)
+                on_progress(Progress(
+                    sum(stats[s]["documents"] for s in SPLITS), total + len(rest), done,
+                    read, source.total_bytes, time.perf_counter() - clock,
+                ))  # fmt: skip
+        for s in SPLITS:
+            writers[s].finish()
+    except BaseException:
+        for s in SPLITS:
+            writers[s].discard()  # the shard being filled; the whole ones are recorded
+        raise
+    for s in SPLITS:
+        stats[s]["shards"] = writers[s].shards
+    meta = _meta(cfg, tokenizer, dtype, stats, writers)
+    write_json(out / META, meta)
+    (out / PROGRESS).unlink(missing_ok=True)
+    return meta, False
+
+
+def _encoded(
+    source: Source, encoder: Encoder, first: int
+) -> Iterator[tuple[int, str, int, np.ndarray]]:
+    """(index, text, source bytes, ids) of every document from the first-th, encoded a
+    batch at a time."""
+    batch: list[tuple[str, int]] = []
+    size, index = 0, first
+    for text, nbytes in source.documents(skip=first):
+        batch.append((text, nbytes))
+        size += len(text)
+        if size >= BATCH_BYTES:
+            yield from _encode_batch(batch, encoder, index)
+            index, batch, size = index + len(batch), [], 0
+    yield from _encode_batch(batch, encoder, index)
+
+
+def _encode_batch(batch, encoder: Encoder, index: int):
+    for i, ((text, nbytes), ids) in enumerate(
+        zip(batch, encoder.encode([t for t, _ in batch]), strict=True)
+    ):
+        yield index + i, text, nbytes, ids
+
+
+def _val_is_full(source: Source, cfg: PrepareConfig, index: int, val: ShardWriter) -> bool:
+    if source.single_text:
+        return index >= 1  # gpt.py's val is the one document before train
+    return val.written >= cfg.val_tokens
+
+
+def _empty_split() -> dict:
+    return {"tokens": 0, "documents": 0, "chars": 0, "bytes": 0, "shards": []}
+
+
+def _count(split: dict, text: str, size: int) -> None:
+    split["documents"] += 1
+    split["chars"] += len(text)
+    split["bytes"] += size
+
+
+def _meta(cfg: PrepareConfig, tokenizer, dtype, stats: dict, writers: dict) -> dict:
+    for s in SPLITS:
+        stats[s]["tokens"] = writers[s].tokens
+        if not stats[s]["tokens"]:
+            fix = "a smaller --val-tokens" if s == "train" else "a larger corpus"
+            raise UserError(f"the {s} split is empty: the corpus is too small; try {fix}")
+    return {
+        "format": "mlx-gpt prepared corpus",
+        "version": 1,
+        "source": cfg.source,
+        "settings": asdict(cfg),
+        "tokenizer": {
+            "kind": tokenizer.kind,
+            "vocab_size": tokenizer.vocab_size,
+            "digest": tokenizer.digest(),
+        },  # fmt: skip
+        "dtype": np.dtype(dtype).name,
+        "max_id": max(writers[s].max_id for s in SPLITS),
+        "splits": {s: stats[s] for s in ("train", "val")},
+    }
+
+
+def _read_progress(out: Path, settings: dict) -> dict | None:
+    """A stopped prepare's progress, if out holds one asked the same; else out must be
+    new or empty."""
+    if (out / PROGRESS).is_file():
+        progress = _read_json(out / PROGRESS)
+        if progress.get("settings") != settings:
+            raise UserError(
+                f"{out} holds a prepare with other settings; run the same command to "
+                f"finish it, or choose another --out-dir"
+            )
+        for split in progress["splits"].values():
+            for shard in split["shards"]:
+                if not (out / shard["file"]).is_file():
+                    raise UserError(
+                        f"{out / shard['file']} is gone; start again in a new --out-dir"
+                    )
+        return progress
+    # A prepare killed before its first progress.json leaves at most its tokenizer.
+    if out.exists() and any(f.name not in TOKENIZER_FILES for f in out.iterdir()):
+        raise UserError(
+            f"{out} is not empty and holds no prepare to finish; choose another --out-dir"
+        )
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({e}); delete the folder and prepare again") from None
+
+
+def eta_seconds(p: Progress) -> float | None:
+    """Seconds still to go, from the share of the source's bytes read."""
+    if not p.total_bytes or not p.bytes_read or not p.seconds:
+        return None
+    return (
+        max(p.seconds * (p.total_bytes / p.bytes_read - 1), 0.0)
+        if math.isfinite(p.seconds)
+        else None
+    )
