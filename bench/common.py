@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,44 +47,18 @@ MB = 1024**2
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def cpu_name() -> str:
-    if sys.platform == "darwin":
-        out = subprocess.run(
-            ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or platform.processor()
-    for line in _cpuinfo():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def _load_cpu_module():
+    """mlx_gpt/cpu.py, loaded by its path: importing the mlx_gpt package would load
+    OpenBLAS for MLX (linux_blas.py) into the PyTorch workers too."""
+    path = Path(__file__).resolve().parents[1] / "mlx_gpt" / "cpu.py"
+    spec = importlib.util.spec_from_file_location("mlx_gpt_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (x86 `flags`, aarch64 `Features` in /proc/cpuinfo)."""
-    for line in _cpuinfo():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def native_bf16(flags: set[str] | None = None) -> bool:
-    """Whether the CPU computes bfloat16 matmuls in hardware. Without it PyTorch
-    emulates them, and a 2048^3 bf16 matmul takes minutes instead of milliseconds.
-    BENCH_NO_BF16=1 answers no (to try the skip on a CPU that has it)."""
-    if os.environ.get("BENCH_NO_BF16"):
-        return False
-    if flags is None:
-        if sys.platform == "darwin":
-            return platform.machine() == "arm64"  # Apple silicon
-        flags = cpu_flags()
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})  # x86; aarch64 says bf16
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
+_cpu = _load_cpu_module()
+cpu_name, cpu_flags, native_bf16 = _cpu.cpu_name, _cpu.cpu_flags, _cpu.native_bf16
 
 
 MODEL_OPTIONS = ("activation", "qkv_bias", "bias", "tie_embeddings")

@@ -31,6 +31,8 @@ MODEL_FIELDS = (
 INHERITED = (*MODEL_FIELDS, "tokenizer", "vocab_size")
 # Of those, what each may set for itself; the rest must match the other run's.
 MAY_CHANGE_ON_RESUME = ("dropout",)
+# Training's compute dtypes (--dtype); auto is resolved in settings.py.
+COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
 MAY_CHANGE_ON_INIT_FROM = ("block_size", "dropout")
 
 DEFAULT_PRESET = "lecture"
@@ -139,6 +141,13 @@ class TrainConfig(ConfigDict):
         "(ranks x N) sequences, so memory is one micro-batch's.",
         OPTIM,
     )
+    micro_batch: str | None = setting(
+        None,
+        "Sequences per micro-batch, N or auto (the largest power of two whose first step "
+        "fits in --max-memory); the accumulation steps follow: --batch-size / (ranks x N). "
+        "Instead of --grad-accum.",
+        OPTIM,
+    )
     learning_rate: float = setting(3e-4, "Peak learning rate.", OPTIM)
     warmup_iters: int = setting(0, "Linear warm-up steps.", OPTIM)
     lr_decay_iters: int = setting(
@@ -169,6 +178,19 @@ class TrainConfig(ConfigDict):
         EVAL,
     )
     # runtime
+    dtype: str = setting(
+        "float32",
+        "Compute dtype: float32 or bfloat16 (the weights and AdamW's moments stay float32; "
+        "the loss is taken in float32); auto: bfloat16 on a GPU or a CPU with bf16 units.",
+        RUNTIME,
+    )
+    activation_checkpointing: bool = setting(
+        False,
+        "Recompute each block in the backward pass instead of keeping its activations: "
+        "far less memory, about a third more compute.",
+        RUNTIME,
+        "--activation-checkpointing/--no-activation-checkpointing",
+    )
     seed: int = setting(1337, "Random seed.", RUNTIME)
     peer_timeout: float = setting(
         120.0,
@@ -238,6 +260,20 @@ class TrainConfig(ConfigDict):
             need(getattr(self, name) >= 0, f"--{flag(name)} must be >= 0")
         need(self.peer_timeout > 0, "--peer-timeout must be a positive number of seconds")
         need(
+            not (self.activation_checkpointing and self.dropout > 0),
+            "--activation-checkpointing needs --dropout 0: the backward pass recomputes "
+            "each block and would draw new dropout masks, so the gradient would be wrong",
+        )
+        need(
+            self.dtype in COMPUTE_DTYPES,
+            f"--dtype must be one of {', '.join(COMPUTE_DTYPES)}, not {self.dtype!r}",
+        )
+        need(
+            self.micro_batch in (None, "auto")
+            or (self.micro_batch.isdigit() and int(self.micro_batch) >= 1),
+            f"--micro-batch must be a positive integer or auto, not {self.micro_batch!r}",
+        )
+        need(
             self.max_memory is None or (math.isfinite(self.max_memory) and self.max_memory > 0),
             "--max-memory must be a positive number of GB",
         )
@@ -305,6 +341,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_decay_iters": 600_000,
         "beta2": 0.95,
         "eval_interval": 1000,
+        "dtype": "auto",
     },
     # nanoGPT's README recipe for a MacBook CPU (val ~1.88 after 2000 steps).
     "small": {

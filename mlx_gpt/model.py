@@ -17,6 +17,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.nn.utils import checkpoint
 
 
 class ConfigDict:
@@ -121,7 +122,8 @@ class CausalSelfAttention(nn.Module):
             mask = cache.mask(T)  # taken before the update, which moves the write position
             k, v = cache.update_and_fetch(k, v)  # (B, n_head, max_len, head_size)
         else:
-            mask = causal_mask(T) if T > 1 else None  # one token sees itself alone
+            # one token sees itself alone; the mask in q's dtype, which bf16 compute needs
+            mask = causal_mask(T).astype(q.dtype) if T > 1 else None
         scale = self.head_size**-0.5
         if self.training and self.dropout > 0:
             # gpt.py's explicit form: dropout acts on the attention weights themselves
@@ -177,6 +179,10 @@ class GPT(nn.Module):
         self.ln_f = layer_norm(config)
         if not config.tie_embeddings:  # tied, the logits are x @ wte.weight.T (no bias)
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
+        # Training sets this (--activation-checkpointing): each block's activations are
+        # then recomputed in the backward pass instead of kept. Not a parameter: a bool.
+        # The recomputation draws new dropout masks, so it needs dropout 0 (config.py).
+        self.checkpoint_blocks = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -203,7 +209,10 @@ class GPT(nn.Module):
         pos = offset + mx.arange(T)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
         for i, block in enumerate(self.h):
-            x = block(x, cache[i] if cache else None)
+            if self.checkpoint_blocks and cache is None:
+                x = checkpoint(block)(x)  # recomputed in the backward pass, not kept
+            else:
+                x = block(x, cache[i] if cache else None)
         x = self.ln_f(x)
         if self.config.tie_embeddings:
             return self.wte.as_linear(x)  # (B, T, vocab_size)

@@ -59,11 +59,28 @@ def resolve(
         settings.update({k: saved[k] for k in INHERITED if k in saved and k not in given})
     elif name == "finetune" and not resume:
         raise UserError("the finetune preset starts from a run's weights: add --init-from RUN")
+    given = set(from_file) | set(overrides)
     if is_prepared(settings.get("data")):
-        _take_corpus_tokenizer(settings, set(from_file) | set(overrides))
+        _take_corpus_tokenizer(settings, given)
+    # --micro-batch sets --grad-accum (training/start.py), so a flag may give one of them.
+    if overrides.get("micro_batch") is not None and "grad_accum" in overrides:
+        raise UserError("give --grad-accum or --micro-batch, not both: one follows from the other")
+    if "grad_accum" in overrides:
+        settings["micro_batch"] = None  # a resumed run's --micro-batch gives way to it
+    if settings.get("dtype") == "auto":
+        settings["dtype"] = auto_dtype()
     cfg = TrainConfig.from_dict(settings)
     cfg.validate()
     return cfg
+
+
+def auto_dtype() -> str:
+    """bfloat16 where it is fast (a GPU, or a CPU with bf16 units), else float32."""
+    import mlx.core as mx
+
+    from mlx_gpt.cpu import native_bf16
+
+    return "bfloat16" if mx.default_device() == mx.gpu or native_bf16() else "float32"
 
 
 def _take_corpus_tokenizer(settings: dict[str, Any], given: set[str]) -> None:

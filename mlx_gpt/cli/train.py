@@ -155,6 +155,13 @@ def print_banner(start) -> None:
         f"{environment_line()}{on_ranks}"
     )
     blas_warning()
+    if start.micro_batch:
+        batch = start.micro_batch.line(cfg.block_size)
+    else:
+        micro = cfg.batch_size // (ranks.size * cfg.grad_accum)
+        batch = f"micro-batch {micro} x {cfg.block_size} (accumulate {cfg.grad_accum})"
+    checkpointing = ", activation checkpointing" if cfg.activation_checkpointing else ""
+    print(f"compute {cfg.dtype} (weights float32){checkpointing} | {batch}")
     verb = f"resuming at step {start.state['step']}" if start.resumed else "training"
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
 

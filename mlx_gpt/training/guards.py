@@ -76,14 +76,16 @@ def check_memory(peak: int, budget: int, batch_size: int) -> None:
     if peak <= budget:
         return
     fits = max(1, int(batch_size * budget / peak * 0.9))
-    advice = f"try --batch-size {fits}" if fits < batch_size else "try a smaller model"
+    advice = "try a smaller model"
+    if fits < batch_size:
+        advice = f"try --micro-batch auto (same batch, accumulated) or --batch-size {fits}"
     raise UserError(
-        f"the first step used {_size(peak)}, over the memory budget of {_size(budget)} "
+        f"the first step used {size_text(peak)}, over the memory budget of {size_text(budget)} "
         f"(--max-memory): {advice}"
     )
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     return f"{n / GB:.2f} GB" if n >= GB / 10 else f"{n / 2**20:,.1f} MB"
 
 

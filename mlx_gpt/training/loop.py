@@ -187,6 +187,7 @@ class Loop:
         guards.limit_metal_memory(budget)
         rng = np.random.default_rng([cfg.seed, 2])  # the training batches' draws are untouched
         x, y = get_batch(start.splits.train, cfg.batch_size, cfg.block_size, rng)
+        mx.reset_peak_memory()  # this step's own peak (--micro-batch auto measured others)
         trial_step(step, start.model, start.optimizer, x, y)
         self.ranks.check(guards.check_memory, mx.get_peak_memory(), budget, cfg.batch_size)
         self.timer.step_s, _ = trial_step(step, start.model, start.optimizer, x, y)

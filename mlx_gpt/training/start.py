@@ -51,10 +51,9 @@ from mlx_gpt.model import GPT, GPTConfig
 from mlx_gpt.ranks import Ranks
 from mlx_gpt.run import RunFolder, source_run
 from mlx_gpt.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_json, tokenizer_to_json
-from mlx_gpt.training import guards
+from mlx_gpt.training import guards, micro
 from mlx_gpt.training.corpus import corpus_gpt2_tokenizer, corpus_splits, read_data
 from mlx_gpt.training.optimizer import AdamW, make_optimizer
-from mlx_gpt.training.step import micro_batch_size
 
 
 @dataclass
@@ -75,6 +74,7 @@ class Start:
     data_rng: np.random.Generator  # draws the training batches
     state: dict[str, Any]  # step, tokens, best_val_loss, best_step, evals_since_best, ...
     scanned: dict | None = None  # a foreign corpus's largest id, for the run folder's cache
+    micro_batch: micro.MicroBatch | None = None  # what --micro-batch auto chose
 
 
 @dataclass
@@ -101,7 +101,7 @@ def prepare(
     """Check and load everything the run needs; raise UserError before anything is written.
     on_scan(done, total) reports the one pass that checks a foreign corpus's ids."""
     ranks = ranks or Ranks()
-    micro_batch_size(cfg.batch_size, cfg.grad_accum, ranks.size)
+    cfg = micro.with_micro_batch(cfg, ranks)
     run = RunFolder(cfg.run_dir)
     data, digest = read_data(cfg.data, ranks)
     found = ranks.check(
@@ -127,11 +127,15 @@ def prepare(
             f"the run in {run.path} is already at step {state['step']}; "
             f"pass a --max-iters above it to train further"
         )
+    chosen = None
+    if cfg.micro_batch == "auto":  # trial steps, undone: the weights are as restored
+        chosen = micro.choose(model, optimizer, cfg, ranks, found.splits)
+        cfg = replace(cfg, grad_accum=chosen.grad_accum)
     tokenizer_digest = found.tokenizer.digest() if found.tokenizer else ""
     tokens_key = {"data_sha256": digest, "tokenizer": tokenizer_digest}
     return Start(
         cfg, run, ranks, resume, digest, found.tokenizer, found.splits, tokens_key,
-        found.tokens_cached, model, optimizer, data_rng, state, found.scanned,
+        found.tokens_cached, model, optimizer, data_rng, state, found.scanned, chosen,
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from mlx.utils import tree_map
 from mlx_gpt import checkpoint
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.data.tokens import Splits, get_batch
+from mlx_gpt.dtypes import dtype_named
 from mlx_gpt.errors import UserError
 from mlx_gpt.model import GPT
 from mlx_gpt.ranks import Ranks
@@ -37,10 +38,44 @@ from mlx_gpt.ranks import Ranks
 
 def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
     logits = model(x)  # (B, T, vocab_size)
-    return nn.losses.cross_entropy(logits, y, reduction="mean")
+    # The softmax and the cross-entropy in float32 whatever the compute dtype: a bf16
+    # log-sum-exp over 50,257 logits loses the small differences the loss is made of.
+    return nn.losses.cross_entropy(logits.astype(mx.float32), y, reduction="mean")
 
 
-def make_train_step(model: nn.Module, optimizer: optim.Optimizer, grad_clip: float, compile=True):
+def value_and_grad(model: nn.Module, compute_dtype: mx.Dtype = mx.float32):
+    """loss_and_grad(model, x, y) -> (loss, gradients), with the forward and backward
+    passes in `compute_dtype` and the gradients in float32, the weights' dtype.
+
+    MLX has no autocast and no master weights, so this is both: the float32 weights are
+    cast for the passes, and astype is differentiable, so each gradient is cast back to
+    float32 on its way to the weight it belongs to. The weights are then put back, for
+    the optimizer to update the float32 masters."""
+    if compute_dtype == mx.float32:
+        return nn.value_and_grad(model, loss_fn)
+
+    def loss_of(params, x, y):
+        model.update(tree_map(lambda p: p.astype(compute_dtype), params))
+        return loss_fn(model, x, y)
+
+    grad_of = mx.value_and_grad(loss_of)
+
+    def loss_and_grad(model: nn.Module, x: mx.array, y: mx.array):
+        params = model.trainable_parameters()
+        loss, grads = grad_of(params, x, y)
+        model.update(params)  # the float32 masters again
+        return loss, grads
+
+    return loss_and_grad
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: optim.Optimizer,
+    grad_clip: float,
+    compile=True,
+    compute_dtype: mx.Dtype = mx.float32,
+):
     """Forward, backward and update as one function of (x, y) that returns the loss.
 
     Compiled, it captures the model, the optimizer and the random state (dropout) as
@@ -48,7 +83,7 @@ def make_train_step(model: nn.Module, optimizer: optim.Optimizer, grad_clip: flo
     state once per step. The training flag is read when the step is traced: build the
     step with the model in train mode.
     """
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    loss_and_grad = value_and_grad(model, compute_dtype)
 
     def step(x: mx.array, y: mx.array) -> mx.array:
         loss, grads = loss_and_grad(model, x, y)
@@ -104,9 +139,10 @@ class AccumulatingStep:
         grad_clip: float,
         ranks: Ranks,
         grad_accum: int,
+        compute_dtype: mx.Dtype = mx.float32,
     ):
         self.ranks, self.grad_accum = ranks, grad_accum
-        loss_and_grad = nn.value_and_grad(model, loss_fn)
+        loss_and_grad = value_and_grad(model, compute_dtype)
         # Dropout draws from mx.random.state, so it goes in and out of the compiled call. The
         # weights are only read, but an input must be an output too, or the call leaves
         # the model holding its placeholders.
@@ -146,9 +182,12 @@ class AccumulatingStep:
 
 def build_step(model: GPT, optimizer: optim.Optimizer, cfg: TrainConfig, ranks: Ranks):
     """step(x, y) -> the batch's mean loss (a float), the update applied: the single
-    compiled step where it serves (one rank, one micro-batch), else AccumulatingStep."""
+    compiled step where it serves (one rank, one micro-batch), else AccumulatingStep.
+    The model recomputes its blocks in the backward pass if --activation-checkpointing."""
+    model.checkpoint_blocks = cfg.activation_checkpointing
+    dtype = dtype_named(cfg.dtype)
     if ranks.size == 1 and cfg.grad_accum == 1:
-        step = make_train_step(model, optimizer, cfg.grad_clip)
+        step = make_train_step(model, optimizer, cfg.grad_clip, compute_dtype=dtype)
 
         def one_step(x: mx.array, y: mx.array) -> float:
             loss = step(x, y)
@@ -156,7 +195,7 @@ def build_step(model: GPT, optimizer: optim.Optimizer, cfg: TrainConfig, ranks: 
             return loss.item()  # the loss is evaluated already, so this copies and does not wait
 
         return one_step
-    return AccumulatingStep(model, optimizer, cfg.grad_clip, ranks, cfg.grad_accum)
+    return AccumulatingStep(model, optimizer, cfg.grad_clip, ranks, cfg.grad_accum, dtype)
 
 
 class EvaluationStopped(Exception):
@@ -179,6 +218,8 @@ def estimate_loss(
     the loss curve differ by the model alone, and evaluating draws nothing from the
     training batch stream (a resumed run sees the same batches as an unbroken one).
     With several ranks, each computes every ranks.size-th batch and the sums are added.
+    Each batch goes through the model a micro-batch at a time (--grad-accum parts), so
+    an evaluation needs no more memory than a step.
 
     After each batch, on_batch(split, batches done, eval_iters) reports progress (the
     loss is on the host already, so this costs nothing) and stop() may end the
@@ -188,6 +229,7 @@ def estimate_loss(
     ranks = ranks or Ranks()
     model.eval()
     rng = np.random.default_rng([cfg.seed, 1])
+    n = ranks.size * cfg.grad_accum  # micro-batches per batch
     out = {}
     try:
         for name in ("train", "val"):
@@ -196,7 +238,8 @@ def estimate_loss(
             for i in range(cfg.eval_iters):
                 x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)  # every rank draws all
                 if i % ranks.size == ranks.rank:
-                    total += loss_fn(model, x, y).item()
+                    parts = zip(mx.split(x, n), mx.split(y, n), strict=True)
+                    total += sum(loss_fn(model, *part).item() for part in parts) / n
                 if on_batch:
                     on_batch(name, i + 1, cfg.eval_iters)
                 if stop and stop():

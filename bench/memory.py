@@ -1,0 +1,149 @@
+"""The memory table: the peak memory of one full GPT-2 (124M) training step.
+
+    python bench/memory.py [--micro 1 2 4 8] [--block-size 1024] [--steps 2]
+
+For each micro-batch (sequences of --block-size tokens) it runs, each in a process of
+its own so that one peak does not hide another:
+
+    mlx fp32        float32 weights and compute
+    mlx fp32 ckpt   the same with --activation-checkpointing
+    mlx bf16        bfloat16 compute on float32 weights (memory only: a CPU without
+                    bf16 units is slow in it, so its time is not a figure to quote)
+    torch fp32      bench/torch_gpt.py, the same model and step, in float32
+
+and prints, per row, the resident memory that the step added to the process (peak RSS
+after the steps minus RSS before the first), MLX's own peak counter where there is one,
+and ms/step (the last of --steps, after the compiling first). RSS is measured the same
+way in both frameworks; MLX's counter has no PyTorch twin on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name  # noqa: E402
+
+GPT2 = dict(vocab_size=50_257, n_layer=12, n_head=12, n_embd=768, dropout=0.0,
+            activation="gelu_tanh", qkv_bias=True, tie_embeddings=True)  # fmt: skip
+CASES = ("mlx fp32", "mlx fp32 ckpt", "mlx bf16", "torch fp32")
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mlx_case(case: str, micro: int, block: int, steps: int) -> dict:
+    import mlx.core as mx
+    import numpy as np
+
+    import mlx_gpt  # noqa: F401  (first: OpenBLAS before mlx.core)
+    from mlx_gpt.model import GPT, GPTConfig
+    from mlx_gpt.training.optimizer import AdamW
+    from mlx_gpt.training.step import make_train_step
+
+    model = GPT(GPTConfig(block_size=block, **GPT2))
+    model.checkpoint_blocks = case == "mlx fp32 ckpt"
+    optimizer = AdamW(learning_rate=6e-4, betas=[0.9, 0.95], weight_decay=0.1)
+    optimizer.init(model.trainable_parameters())
+    dtype = mx.bfloat16 if case == "mlx bf16" else mx.float32
+    step = make_train_step(model, optimizer, 1.0, compute_dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = mx.array(rng.integers(0, 50_257, (micro, block)).astype(np.int32))
+    mx.eval(model.parameters(), optimizer.state, x)
+    before, times = rss_mb(), []
+    mx.reset_peak_memory()
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = step(x, x)
+        mx.eval(loss, model.state, optimizer.state)
+        times.append(time.perf_counter() - start)
+    return {"rss_mb": peak_rss_mb() - before, "mlx_peak_mb": mx.get_peak_memory() / 2**20,
+            "ms": 1000 * times[-1]}  # fmt: skip
+
+
+def torch_case(micro: int, block: int, steps: int) -> dict:
+    import torch
+    from torch_gpt import TorchGPT, make_optimizer
+
+    model = TorchGPT(block_size=block, **GPT2)
+    optimizer = make_optimizer(model, 6e-4, (0.9, 0.95), 0.1, True)
+    x = torch.randint(0, 50_257, (micro, block))
+    for p in model.parameters():  # AdamW's moments exist before the first step, as in MLX
+        optimizer.state[p]["exp_avg"] = torch.zeros_like(p)
+        optimizer.state[p]["exp_avg_sq"] = torch.zeros_like(p)
+        optimizer.state[p]["step"] = torch.tensor(0.0)
+    before, times = rss_mb(), []
+    for _ in range(steps):
+        start = time.perf_counter()
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), x.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return {"rss_mb": peak_rss_mb() - before, "ms": 1000 * times[-1]}
+
+
+def worker(args) -> None:
+    if args.case == "torch fp32":
+        result = torch_case(args.micro[0], args.block_size, args.steps)
+    else:
+        result = mlx_case(args.case, args.micro[0], args.block_size, args.steps)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--micro", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--block-size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--max-gb", type=float, default=20.0, help="skip a case past this")
+    parser.add_argument("--json", help="write the rows here too")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's one case
+    args = parser.parse_args()
+    if args.case:
+        return worker(args)
+    rows = []
+    print(f"{cpu_name()}, {os.cpu_count()} cores; GPT-2 124M, block {args.block_size}")
+    print(f"{'case':<14} {'micro':>5} {'step RSS':>9} {'MLX peak':>9} {'ms/step':>9}")
+    too_big: set[str] = set()
+    for micro in args.micro:
+        for case in args.cases:
+            if case in too_big:
+                continue
+            size = ["--micro", str(micro), "--block-size", str(args.block_size)]
+            command = [sys.executable, __file__, "--case", case, *size, "--steps", str(args.steps)]
+            out = subprocess.run(command, capture_output=True, text=True)
+            if out.returncode or "RESULT " not in out.stdout:
+                print(f"{case:<14} {micro:>5} failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            row = {"case": case, "micro": micro, **json.loads(out.stdout.split("RESULT ")[-1])}
+            rows.append(row)
+            mlx_peak = f"{row['mlx_peak_mb']:>6,.0f} MB" if "mlx_peak_mb" in row else f"{'-':>9}"
+            print(f"{case:<14} {micro:>5} {row['rss_mb']:>6,.0f} MB {mlx_peak} {row['ms']:>9,.0f}",
+                  flush=True)  # fmt: skip
+            if row["rss_mb"] * 2 > args.max_gb * 1024:  # the next micro-batch would not fit
+                too_big.add(case)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Fitting a model in memory: bf16 compute on float32 weights, activation checkpointing,
+and --micro-batch N|auto. Each gives the losses of the plain run, or close to them."""
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+from test_faults import one_line_error
+
+from mlx_gpt import checkpoint
+from mlx_gpt.data.tokens import get_batch
+from mlx_gpt.metrics import read_metrics
+from mlx_gpt.ranks import Ranks
+from mlx_gpt.settings import resolve
+from mlx_gpt.training import Loop, micro, prepare
+from mlx_gpt.training.step import build_step, value_and_grad
+
+TRAIN = str(Path(__file__).resolve().parents[1] / "train.py")
+
+
+def config(tmp_path, name: str, **overrides):
+    settings = {"out_dir": str(tmp_path / name), "eval_interval": 10, "eval_iters": 2,
+                "log_interval": 1, **overrides}  # fmt: skip
+    return resolve("tiny", None, settings)
+
+
+def train_losses(cfg) -> list[float]:
+    Loop(prepare(cfg)).run()
+    return [
+        r["train_loss"] for r in read_metrics(cfg.run_dir / "metrics.jsonl") if "train_loss" in r
+    ]
+
+
+def dtypes(tree) -> set:
+    return {a.dtype for _, a in tree_flatten(tree)}
+
+
+def test_bf16_compute_keeps_float32_masters_and_loses_little(tmp_path):
+    cfg = config(tmp_path, "bf16", dtype="bfloat16", max_iters=30)
+    start = prepare(cfg)
+    step = build_step(start.model, start.optimizer, cfg, Ranks())
+    bf16 = []
+    for _ in range(30):
+        x, y = get_batch(start.splits.train, cfg.batch_size, cfg.block_size, start.data_rng)
+        bf16.append(step(x, y))
+        assert dtypes(start.model.parameters()) == {mx.float32}
+        assert dtypes(start.optimizer.state) <= {mx.float32, mx.uint64}  # the step count
+    fp32 = config(tmp_path, "fp32", max_iters=30)
+    start32 = prepare(fp32)
+    step32 = build_step(start32.model, start32.optimizer, fp32, Ranks())
+    plain = [step32(*get_batch(start32.splits.train, 8, 32, start32.data_rng)) for _ in range(30)]
+    assert np.abs(np.array(bf16) - np.array(plain)).max() < 0.05
+    assert bf16 != plain  # the passes did run in bfloat16
+
+
+def test_bf16_logits_reach_the_loss_as_float32_and_gradients_are_float32(tmp_path, monkeypatch):
+    start = prepare(config(tmp_path, "bf16", dtype="bfloat16"))
+    seen = []
+    cross_entropy = nn.losses.cross_entropy
+
+    def spy(logits, targets, **kwargs):
+        seen.append(logits.dtype)
+        return cross_entropy(logits, targets, **kwargs)
+
+    monkeypatch.setattr(nn.losses, "cross_entropy", spy)
+    x, y = get_batch(start.splits.train, 8, 32, start.data_rng)
+    loss16, grads = value_and_grad(start.model, mx.bfloat16)(start.model, x, y)
+    loss32, _ = value_and_grad(start.model, mx.float32)(start.model, x, y)
+    assert seen == [mx.float32, mx.float32]
+    assert dtypes(grads) == {mx.float32} and dtypes(start.model.parameters()) == {mx.float32}
+    assert loss16.item() != loss32.item()
+
+
+def test_bf16_checkpoints_hold_float32_and_resume_exactly(cli, tmp_path):
+    flags = ["--preset", "tiny", "--dtype", "bfloat16", "--eval-interval", "10",
+             "--eval-iters", "2", "--log-interval", "2"]  # fmt: skip
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert cli(TRAIN, *flags, "--max-iters", "20", "--out-dir", str(whole)).returncode == 0
+    assert cli(TRAIN, *flags, "--max-iters", "10", "--out-dir", str(broken)).returncode == 0
+    result = cli(TRAIN, "--resume", "--out-dir", str(broken), "--max-iters", "20")
+    assert result.returncode == 0, result.stderr
+    assert "compute bfloat16" in result.stdout
+    for run in (whole, broken):
+        weights = mx.load(str(checkpoint.resolve(run / "latest") / checkpoint.MODEL_FILE))
+        assert {w.dtype for w in weights.values()} == {mx.float32}
+    losses = [
+        [
+            (r["step"], r.get("train_loss"), r.get("val_loss"))
+            for r in read_metrics(run / "metrics.jsonl")
+        ]
+        for run in (whole, broken)
+    ]
+    assert losses[0] == losses[1]
+
+
+def test_activation_checkpointing_gives_the_same_gradients_and_losses(tmp_path):
+    start = prepare(config(tmp_path, "grads", dropout=0.0))
+    x, y = get_batch(start.splits.train, 8, 32, start.data_rng)
+    loss_and_grad = value_and_grad(start.model)
+    _, plain = loss_and_grad(start.model, x, y)
+    start.model.checkpoint_blocks = True
+    _, recomputed = loss_and_grad(start.model, x, y)
+    for (name, a), (_, b) in zip(tree_flatten(plain), tree_flatten(recomputed), strict=True):
+        assert np.allclose(np.array(a), np.array(b), atol=1e-5), name
+    runs = [
+        train_losses(
+            config(tmp_path, f"ckpt-{on}", activation_checkpointing=on, dropout=0.0, max_iters=20)
+        )
+        for on in (False, True)
+    ]
+    assert np.abs(np.array(runs[0]) - np.array(runs[1])).max() < 1e-5
+
+
+def test_micro_batch_auto_takes_the_largest_that_fits(tmp_path):
+    cfg = config(tmp_path, "probe", batch_size=32, block_size=64, n_embd=64, dropout=0.0)
+    start = prepare(cfg)
+    peaks = {
+        size: micro.measure(start.model, start.optimizer, cfg, Ranks(), start.splits, size)
+        for size in micro.sizes(cfg, Ranks())
+    }
+    assert list(peaks) == [1, 2, 4, 8, 16, 32]
+    assert peaks[4] < peaks[8]
+    budget_gb = (peaks[4] + peaks[8]) / 2 / 1024**3  # room for 4, not for 8
+    auto = config(tmp_path, "auto", batch_size=32, block_size=64, n_embd=64, dropout=0.0,
+                  micro_batch="auto", max_memory=budget_gb, max_iters=20)  # fmt: skip
+    chosen = prepare(auto)
+    assert (chosen.micro_batch.size, chosen.cfg.grad_accum) == (4, 8)
+    assert chosen.micro_batch.peak <= budget_gb * 1024**3
+    explicit = config(tmp_path, "explicit", batch_size=32, block_size=64, n_embd=64,
+                      dropout=0.0, grad_accum=8, max_iters=20)  # fmt: skip
+    Loop(chosen).run()
+    auto_losses = [
+        r["train_loss"] for r in read_metrics(auto.run_dir / "metrics.jsonl") if "train_loss" in r
+    ]
+    assert np.abs(np.array(auto_losses) - np.array(train_losses(explicit))).max() < 1e-5
+    saved = json.loads((auto.run_dir / "config.json").read_text())["train"]
+    assert (saved["micro_batch"], saved["grad_accum"]) == ("auto", 8)
+
+
+def test_micro_batch_n_sets_the_accumulation(tmp_path):
+    start = prepare(config(tmp_path, "n", batch_size=8, micro_batch="2"))
+    assert start.cfg.grad_accum == 4
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--micro-batch", "auto", "--max-memory", "0.0001"], "no micro-batch fits"),
+        (["--micro-batch", "3"], "does not divide into 1 rank(s) x micro-batches of 3"),
+        (["--micro-batch", "2", "--grad-accum", "2"], "give --grad-accum or --micro-batch"),
+        (["--micro-batch", "big"], "--micro-batch must be a positive integer or auto"),
+        (["--dtype", "float16"], "--dtype must be one of"),
+        (["--activation-checkpointing", "--dropout", "0.1"], "needs --dropout 0"),
+    ],
+)
+def test_micro_batch_and_dtype_errors_are_one_line_exit_2(cli, tmp_path, flags, message):
+    result = cli(TRAIN, "--preset", "tiny", *flags, "--out-dir", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert message in line
+    if "no micro-batch fits" in line:
+        assert "--activation-checkpointing" in line and "--dtype bfloat16" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_dtype_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path):
+    import mlx_gpt.cpu
+    from mlx_gpt.settings import auto_dtype
+
+    monkeypatch.setattr(mlx_gpt.cpu, "native_bf16", lambda: True)
+    assert auto_dtype() == "bfloat16"
+    monkeypatch.setattr(mlx_gpt.cpu, "native_bf16", lambda: False)
+    expected = "bfloat16" if mx.default_device() == mx.gpu else "float32"
+    assert auto_dtype() == expected
+    assert resolve("gpt2", None, {"out_dir": str(tmp_path)}).dtype == expected
+    assert resolve("lecture", None, {"out_dir": str(tmp_path)}).dtype == "float32"
