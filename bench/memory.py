@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip a case past this")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per case")
     parser.add_argument("--json", help="write the rows here too")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's one case
     args = parser.parse_args()
@@ -130,7 +131,12 @@ def main() -> None:
                 continue
             size = ["--micro", str(micro), "--block-size", str(args.block_size)]
             command = [sys.executable, __file__, "--case", case, *size, "--steps", str(args.steps)]
-            out = subprocess.run(command, capture_output=True, text=True)
+            try:
+                out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{case:<14} {micro:>5} over {args.timeout:.0f} s: skipped", flush=True)
+                too_big.add(case)
+                continue
             if out.returncode or "RESULT " not in out.stdout:
                 print(f"{case:<14} {micro:>5} failed: {out.stderr.strip().splitlines()[-1:]}")
                 continue

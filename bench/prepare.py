@@ -125,15 +125,16 @@ def tree_rss_mb(pid: int) -> float:
 def measure(command: list[str], env: dict) -> tuple[float, float, str]:
     """Wall seconds, peak tree RSS (MB) and stdout+stderr of a command."""
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
-    )
-    peak = 0.0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss_mb(proc.pid))
-        time.sleep(0.2)
-    seconds = time.perf_counter() - start
-    output = proc.stdout.read()
+    # The output goes to a file: progress bars would fill a pipe and stop the command.
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+        seconds = time.perf_counter() - start
+        log.seek(0)
+        output = log.read()
     if proc.returncode:
         raise SystemExit(f"{command[:4]} failed:\n{output[-2000:]}")
     return seconds, peak, output

@@ -43,12 +43,16 @@ class Curves:
 
 
 METRICS = {"loss": ("eval_train_loss", "val_loss"), "bpc": ("eval_train_bpc", "val_bpc")}
+HELLASWAG = ("hellaswag_acc", "hellaswag_acc_norm")  # --metric hellaswag
 XS = ("step", "time")
 
 
 def load_curves(run: str | Path, metric: str = "loss") -> Curves:
+    if metric == "hellaswag":
+        return _hellaswag_curves(run)
     if metric not in METRICS:
-        raise UserError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
+        names = ", ".join([*METRICS, "hellaswag"])
+        raise UserError(f"--metric must be one of {names}, not {metric!r}")
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run} has no metrics.jsonl; is it a run folder?")
@@ -76,6 +80,42 @@ def load_curves(run: str | Path, metric: str = "loss") -> Curves:
         tokens_per_step=per_step,
         minutes=[evals[s].get("elapsed_s", 0.0) / 60 for s in steps],
     )
+
+
+def _hellaswag_curves(run: str | Path) -> Curves:
+    """HellaSwag's acc (as `train`) and acc_norm (as `val`) at each evaluation scored."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run} has no metrics.jsonl; is it a run folder?")
+    scored = {r["step"]: r for r in read_metrics(path) if HELLASWAG[1] in r}
+    if not scored:
+        raise UserError(f"{path} has no HellaSwag records; train with --hellaswag FILE")
+    steps = sorted(scored)
+    return Curves(
+        name=Path(run).resolve().name,
+        steps=steps,
+        train=[scored[s][HELLASWAG[0]] for s in steps],
+        val=[scored[s][HELLASWAG[1]] for s in steps],
+        tokens_per_step=None,
+        minutes=[scored[s].get("elapsed_s", 0.0) / 60 for s in steps],
+    )
+
+
+def draw_hellaswag(curves: list[Curves], x: str = "step") -> Figure:
+    """HellaSwag accuracy as the runs learn, beside GPT-2 124M's (build-nanogpt's figure)."""
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    ax = fig.subplots()
+    for i, c in enumerate(curves):
+        xs = c.steps if x == "step" else c.minutes
+        ax.plot(xs, c.val, "-o", color=f"C{i}", label=f"{c.name}: acc_norm")
+        ax.plot(xs, c.train, "--", color=f"C{i}", alpha=0.7, label=f"{c.name}: acc")
+    ax.axhline(0.25, color="gray", lw=0.8, ls=":", label="chance (0.25)")
+    ax.axhline(0.2955, color="black", lw=0.8, ls="--", label="GPT-2 124M acc_norm (0.2955)")
+    ax.set_ylabel("HellaSwag accuracy (acc_norm: per-token mean loss, build-nanogpt's)")
+    ax.set_xlabel("step" if x == "step" else "minutes of training")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return fig
 
 
 def _has_bpc(path: Path) -> bool:
@@ -176,7 +216,8 @@ def plot_runs(
         if len(runs) > 1:
             raise UserError("several runs go in one figure: say where with --output FILE.png")
         output = Path(runs[0]) / "loss.png"
-    fig = draw([load_curves(r, metric) for r in runs], metric, x)
+    curves = [load_curves(r, metric) for r in runs]
+    fig = draw_hellaswag(curves, x) if metric == "hellaswag" else draw(curves, metric, x)
     FigureCanvasAgg(fig)
     output = Path(output)
     written = [output]

@@ -120,7 +120,7 @@ class RichProgress:
         )
 
     def note(self, line: str) -> None:
-        self.progress.console.print(line)
+        self.progress.console.print(line, markup=False, highlight=False)  # text as it is
 
     def _info(self) -> str:
         return " | ".join(v for v in self.fields.values() if v)

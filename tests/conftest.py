@@ -33,3 +33,31 @@ def tiny_run(tmp_path_factory):
     result = run_script(str(ROOT / "train.py"), "--preset", "tiny", "--out-dir", str(out))
     assert result.returncode == 0, result.stderr
     return out, result
+
+
+@pytest.fixture(scope="session")
+def hf_gpt2(tmp_path_factory):
+    """A tiny random GPT2LMHeadModel saved with save_pretrained, and GPT-2-format
+    tokenizer files (vocab.json + merges.txt) of the same 300 tokens."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from mlx_gpt.data.text import load_text
+    from mlx_gpt.tokenizer import BPETokenizer
+
+    folder = tmp_path_factory.mktemp("hf-gpt2")
+    BPETokenizer.train(load_text()[:100_000], 300).hf.model.save(str(folder))
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=2, tie_word_embeddings=True
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder, model
+
+
+@pytest.fixture(scope="session")
+def imported_gpt2(hf_gpt2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("imported") / "gpt2"
+    result = run_script("-m", "mlx_gpt", "import", "gpt2", str(hf_gpt2[0]), "--out-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    return out

@@ -17,7 +17,6 @@ from mlx_gpt.data.text import load_text
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.run import RunFolder
 from mlx_gpt.sampling import Sampler
-from mlx_gpt.tokenizer import BPETokenizer
 
 torch = pytest.importorskip("torch")
 
@@ -41,32 +40,6 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 # ---- Hugging Face GPT-2 ----
-
-
-@pytest.fixture(scope="module")
-def hf_gpt2(tmp_path_factory):
-    """A tiny random GPT2LMHeadModel saved with save_pretrained, and GPT-2-format
-    tokenizer files (vocab.json + merges.txt) of the same 300 tokens."""
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("hf-gpt2")
-    BPETokenizer.train(load_text()[:100_000], 300).hf.model.save(str(folder))
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=2, tie_word_embeddings=True
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
-    model.save_pretrained(folder, safe_serialization=True)
-    return folder, model
-
-
-@pytest.fixture(scope="module")
-def imported_gpt2(hf_gpt2, tmp_path_factory):
-    from conftest import run_script
-
-    out = tmp_path_factory.mktemp("imported") / "gpt2"
-    result = run_script(*MODULE, "import", "gpt2", str(hf_gpt2[0]), "--out-dir", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
 
 
 def test_gpt2_import_is_a_run_folder(imported_gpt2):

@@ -1,5 +1,5 @@
 """The command line: `python train.py`, `python generate.py`, and
-`python -m mlx_gpt prepare|info|plot|import` (or `mlx-gpt ...`).
+`python -m mlx_gpt prepare|info|plot|samples|import|eval` (or `mlx-gpt ...`).
 
 Each command lives in a module of its own (train.py, generate.py, prepare.py,
 tools.py, importing.py). They parse flags, call the library, and turn a UserError into one line
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mlx_gpt.cli import generate, importing, prepare, tools, train
+from mlx_gpt.cli import evals, generate, importing, prepare, tools, train
 
 app = typer.Typer(
     help="mlx-gpt: the lecture's GPT, and GPT-2, trained, imported and sampled with MLX.",
@@ -24,7 +24,9 @@ app.command("generate", help=generate.HELP)(generate.generate_command)
 app.command("prepare", help=prepare.HELP)(prepare.prepare_command)
 app.command("info")(tools.info_command)
 app.command("plot")(tools.plot_command)
+app.command("samples")(tools.samples_command)
 app.add_typer(importing.app, name="import")
+app.add_typer(evals.app, name="eval")
 
 
 def main() -> None:

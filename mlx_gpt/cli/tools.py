@@ -1,4 +1,5 @@
-"""`python -m mlx_gpt info` and `plot`: what this machine runs on, and the loss curves."""
+"""`python -m mlx_gpt info`, `plot` and `samples`: what this machine runs on, the loss
+curves, and the samples a run took as it learned."""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def plot_command(
     metric: Annotated[
         str,
         typer.Option(
-            help="loss (per token) or bpc (bits per character: compares char and BPE runs)."
+            help="loss (per token), bpc (bits per character: compares char and BPE runs) or "
+            "hellaswag (its accuracy, for runs trained with --hellaswag)."
         ),
     ] = "loss",
     x: Annotated[str, typer.Option("--x", help="step, or time (minutes of training).")] = "step",
@@ -91,3 +93,28 @@ def plot_command(
         written = plot_runs(runs, output, svg, metric, x)
     for path in written:
         print(f"wrote {path}")
+
+
+@user_errors
+def samples_command(
+    run: Annotated[
+        str | None,
+        typer.Argument(help="Run folder. [default: the most recently trained run under out/]"),
+    ] = None,
+) -> None:
+    """The samples a run took at each evaluation, step by step: watch it learn.
+
+    `python -m mlx_gpt samples out/small`. Training writes them to samples.jsonl
+    (--sample-tokens, --sample-prompt; 0 tokens turns them off).
+    """
+    from mlx_gpt.errors import UserError
+    from mlx_gpt.run import RunFolder, latest_run
+    from mlx_gpt.training.samples import SAMPLES_FILE, read_samples
+
+    folder = RunFolder(run) if run else latest_run()
+    found = read_samples(folder.path)
+    if not found:
+        raise UserError(f"{folder.path} has no {SAMPLES_FILE}; train with --sample-tokens above 0")
+    for sample in found:
+        print(f"--- step {sample['step']:,} | val loss {sample['val_loss']:.4f} ---")
+        print(sample["prompt"] + sample["text"])

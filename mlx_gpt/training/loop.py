@@ -25,6 +25,7 @@ from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.training import guards, signals
 from mlx_gpt.training.corpus import write_scan
 from mlx_gpt.training.estimate import RunTimer
+from mlx_gpt.training.judging import Judges
 from mlx_gpt.training.lock import RunLock
 from mlx_gpt.training.result import TrainResult, steps_record
 from mlx_gpt.training.start import Start
@@ -54,6 +55,7 @@ class Loop:
         self.steps = 0  # steps this session
         self.chars_per_token = start.splits.chars_per_token()  # None if unknown
         self.timer = RunTimer(self.cfg, start.model.config, self.ranks.size, self.display)
+        self.judges = Judges(start)  # HellaSwag and samples at each evaluation
 
     def run(self) -> TrainResult:
         """Train; one loop per run folder (RunLock), and rank 0 alone writes."""
@@ -85,6 +87,7 @@ class Loop:
             start.run.metrics_file.unlink(missing_ok=True)
             if start.tokenizer is not None:
                 start.tokenizer.save(start.run.path)
+        self.judges.start_folder(start.resumed, self.state["step"])
         if not start.tokens_cached:
             start.splits.save(start.run.path, start.tokens_key)
         if start.scanned:
@@ -215,6 +218,9 @@ class Loop:
             self._save("best")
         else:
             state["evals_since_best"] += 1
+        text = self.judges.judge(state["step"], losses["val"], record)
+        if text and self.display:
+            self.display.note(f"sample at step {state['step']}:\n{text}")
         return self.cfg.early_stop > 0 and state["evals_since_best"] >= self.cfg.early_stop
 
     def _save(self, which: str) -> None:

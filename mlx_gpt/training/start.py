@@ -14,12 +14,10 @@ here leaves every folder as it was.
 Resuming and fine-tuning are one act, `_inherit`: take the model and the tokenizer from
 a run folder, check the settings they fix, and let a few differ (config.MAY_CHANGE_*).
 
-The data is a text file, read whole and tokenized here, or a prepared folder (--data
-DIR, data/layouts.py), whose shards are memory-mapped and never read whole.
-
-With several ranks, every rank reads its own copy of the data (they must be the same),
-and rank 0 alone reads the run folders and sends the others what it found. The ranks
-make these collectives, and their random draws, in the same order as one process.
+The data is a text file, or a prepared folder memory-mapped (corpus.py). With several
+ranks, every rank reads its own copy of it (they must be the same), and rank 0 alone
+reads the run folders and sends the others what it found, in the same order of
+collectives and random draws as one process.
 """
 
 from __future__ import annotations
@@ -53,6 +51,7 @@ from mlx_gpt.run import RunFolder, source_run
 from mlx_gpt.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_json, tokenizer_to_json
 from mlx_gpt.training import guards, micro
 from mlx_gpt.training.corpus import corpus_gpt2_tokenizer, corpus_splits, read_data
+from mlx_gpt.training.judging import read_hellaswag
 from mlx_gpt.training.optimizer import AdamW, make_optimizer
 
 
@@ -75,6 +74,7 @@ class Start:
     state: dict[str, Any]  # step, tokens, best_val_loss, best_step, evals_since_best, ...
     scanned: dict | None = None  # a foreign corpus's largest id, for the run folder's cache
     micro_batch: micro.MicroBatch | None = None  # what --micro-batch auto chose
+    hellaswag: list | None = None  # --hellaswag's examples, read and checked
 
 
 @dataclass
@@ -131,11 +131,12 @@ def prepare(
     if cfg.micro_batch == "auto":  # trial steps, undone: the weights are as restored
         chosen = micro.choose(model, optimizer, cfg, ranks, found.splits)
         cfg = replace(cfg, grad_accum=chosen.grad_accum)
+    examples = read_hellaswag(cfg, found.tokenizer)
     tokenizer_digest = found.tokenizer.digest() if found.tokenizer else ""
     tokens_key = {"data_sha256": digest, "tokenizer": tokenizer_digest}
     return Start(
         cfg, run, ranks, resume, digest, found.tokenizer, found.splits, tokens_key,
-        found.tokens_cached, model, optimizer, data_rng, state, found.scanned, chosen,
+        found.tokens_cached, model, optimizer, data_rng, state, found.scanned, chosen, examples,
     )  # fmt: skip
 
 

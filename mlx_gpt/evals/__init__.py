@@ -1,0 +1,1 @@
+"""Benchmarks a trained model is judged by: hellaswag.py."""

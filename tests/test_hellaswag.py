@@ -1,0 +1,143 @@
+"""HellaSwag: our batched, padded scoring against build-nanogpt's rule written plainly in
+PyTorch, example by example, on a small random GPT-2 built with transformers."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_faults import one_line_error
+
+from mlx_gpt.data.text import load_text
+from mlx_gpt.evals.hellaswag import evaluate, read_examples
+from mlx_gpt.metrics import read_metrics
+from mlx_gpt.run import RunFolder
+from mlx_gpt.tokenizer import BPETokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+torch = pytest.importorskip("torch")
+
+
+def write_examples(path, n: int = 40, seed: int = 0) -> list[dict]:
+    """Lines in hellaswag_val.jsonl's format: ctx, 4 endings, label (and its other keys)."""
+    rng = np.random.default_rng(seed)
+    # Short lines: context and ending fit the small model's 64 positions uncropped.
+    lines = [line for line in load_text().splitlines() if len(line.split()) > 3 and len(line) < 32]
+    examples = []
+    for i in range(n):
+        pick = rng.integers(0, len(lines), 5)
+        examples.append({
+            "ind": i, "activity_label": "Shakespeare", "ctx_a": lines[pick[0]], "ctx_b": "",
+            "ctx": lines[pick[0]], "endings": [lines[p].lower() for p in pick[1:]],
+            "label": int(rng.integers(0, 4)), "split": "val", "split_type": "indomain",
+            "source_id": f"test~{i}",
+        })  # fmt: skip
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return examples
+
+
+def reference(model, tokenizer, example) -> tuple[int, int]:
+    """build-nanogpt's hellaswag.py: (pred by sum, pred_norm by mean), one example."""
+    ctx = tokenizer.encode(example["ctx"])
+    rows = [ctx + tokenizer.encode(" " + end) for end in example["endings"]]
+    masks = [[0] * len(ctx) + [1] * (len(r) - len(ctx)) for r in rows]
+    width = max(len(r) for r in rows)
+    tokens = torch.zeros((4, width), dtype=torch.long)
+    mask = torch.zeros((4, width), dtype=torch.long)
+    for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
+        tokens[i, : len(r)], mask[i, : len(m)] = torch.tensor(r), torch.tensor(m)
+    with torch.no_grad():
+        logits = model(tokens).logits
+    losses = torch.nn.functional.cross_entropy(
+        logits[..., :-1, :].reshape(-1, logits.size(-1)),
+        tokens[..., 1:].reshape(-1),
+        reduction="none",
+    ).view(4, -1)
+    shift_mask = mask[..., 1:]
+    sum_loss = (losses * shift_mask).sum(dim=1)
+    avg_loss = sum_loss / shift_mask.sum(dim=1)
+    return sum_loss.argmin().item(), avg_loss.argmin().item()
+
+
+def test_batched_scoring_equals_build_nanogpts_rule(hf_gpt2, imported_gpt2, tmp_path):
+    folder, hf_model = hf_gpt2
+    examples = write_examples(tmp_path / "hellaswag_val.jsonl")
+    # The ids are the same either way (the import's own test checks the tokenizer); what
+    # is checked here is the scoring: batched, padded and masked against one at a time.
+    expected = [reference(hf_model, BPETokenizer.gpt2(str(folder)), e) for e in examples]
+    model, tokenizer = RunFolder(imported_gpt2).load_model()
+    result = evaluate(
+        model, tokenizer, read_examples(tmp_path / "hellaswag_val.jsonl"), batch_examples=6
+    )
+    labels = [e["label"] for e in examples]
+    assert result.predictions == [norm for _, norm in expected]
+    assert result.acc == sum(p == y for (p, _), y in zip(expected, labels, strict=True)) / 40
+    assert result.acc_norm == sum(p == y for (_, p), y in zip(expected, labels, strict=True)) / 40
+    assert result.examples == 40
+    assert [s for s, _ in expected] != [n for _, n in expected]  # the two rules do differ here
+
+
+def test_the_eval_command_prints_the_figures(cli, imported_gpt2, tmp_path):
+    write_examples(tmp_path / "h.jsonl", n=12)
+    data = str(tmp_path / "h.jsonl")
+    result = cli(
+        "-m", "mlx_gpt", "eval", "hellaswag", str(imported_gpt2), "--data", data, "--limit", "10"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "hellaswag 10 examples | acc " in result.stdout and "acc_norm " in result.stdout
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "does not exist; download hellaswag_val.jsonl"),
+    ("bad_line", "line 3 is not a HellaSwag example"),
+    ("char_run", "needs a BPE or GPT-2 tokenizer"),
+])  # fmt: skip
+def test_bad_hellaswag_input_is_one_line_exit_2(
+    cli, imported_gpt2, tiny_run, tmp_path, damage, message
+):
+    data, run = tmp_path / "h.jsonl", imported_gpt2
+    write_examples(data, n=5)
+    if damage == "missing":
+        data = tmp_path / "nothing.jsonl"
+    elif damage == "bad_line":
+        lines = data.read_text().splitlines()
+        lines[2] = '{"ctx": "no endings"}'
+        data.write_text("\n".join(lines) + "\n")
+    else:
+        run = tiny_run[0]
+    result = cli("-m", "mlx_gpt", "eval", "hellaswag", str(run), "--data", str(data))
+    assert result.returncode == 2, result.stderr
+    assert message in one_line_error(result)
+
+
+def test_training_scores_hellaswag_at_evaluations_and_plots_it(cli, tmp_path):
+    data = tmp_path / "h.jsonl"
+    write_examples(data, n=12)
+    out = tmp_path / "run"
+    result = cli(str(ROOT / "train.py"), "--preset", "tiny", "--tokenizer", "bpe", "--vocab-size",
+                 "300", "--max-iters", "10", "--eval-interval", "5", "--eval-iters", "2",
+                 "--hellaswag", str(data), "--hellaswag-every", "10", "--sample-tokens", "0",
+                 "--out-dir", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scored = [r for r in read_metrics(out / "metrics.jsonl") if "hellaswag_acc_norm" in r]
+    assert [r["step"] for r in scored] == [0, 10]  # every 10 steps, of evaluations every 5
+    model, tokenizer = RunFolder(out).load_model("latest")  # the weights at step 10
+    again = evaluate(model, tokenizer, read_examples(data))
+    assert (scored[-1]["hellaswag_acc_norm"], scored[-1]["hellaswag_acc"]) == (
+        again.acc_norm,
+        again.acc,
+    )
+    plotted = cli("-m", "mlx_gpt", "plot", str(out), "--metric", "hellaswag", "--output",
+                  str(tmp_path / "h.png"))  # fmt: skip
+    assert plotted.returncode == 0 and (tmp_path / "h.png").stat().st_size > 0, plotted.stderr
+
+
+def test_hellaswag_in_training_needs_a_subword_tokenizer(cli, tmp_path):
+    write_examples(tmp_path / "h.jsonl", n=3)
+    out = tmp_path / "run"
+    data = str(tmp_path / "h.jsonl")
+    result = cli(
+        str(ROOT / "train.py"), "--preset", "tiny", "--hellaswag", data, "--out-dir", str(out)
+    )
+    assert result.returncode == 2 and "needs a BPE or GPT-2 tokenizer" in one_line_error(result)
+    assert not out.exists()

@@ -1,0 +1,83 @@
+"""Samples at every evaluation: one per evaluation in samples.jsonl, the same for the
+same model, leaving training's random draws alone, and truncated on resume."""
+
+import json
+from pathlib import Path
+
+from test_faults import one_line_error
+
+from mlx_gpt.metrics import read_metrics
+from mlx_gpt.settings import resolve
+from mlx_gpt.training import Loop, prepare
+from mlx_gpt.training.samples import read_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "train.py")
+
+
+def run(tmp_path, name, resume=False, **overrides):
+    settings = {"out_dir": str(tmp_path / name), "max_iters": 20, "eval_interval": 10,
+                "eval_iters": 2, "log_interval": 5, **overrides}  # fmt: skip
+    cfg = resolve("tiny", None, settings, resume=resume)
+    Loop(prepare(cfg, resume=resume)).run()
+    return cfg.run_dir
+
+
+def evaluations(folder: Path) -> list[tuple[int, float]]:
+    return [
+        (r["step"], r["val_loss"])
+        for r in read_metrics(folder / "metrics.jsonl")
+        if "val_loss" in r
+    ]
+
+
+def test_each_evaluation_appends_a_sample_of_the_model_as_it_is(tmp_path):
+    folder = run(tmp_path, "a", sample_tokens=50)
+    samples = read_samples(folder)
+    assert [(s["step"], s["val_loss"]) for s in samples] == evaluations(folder)
+    assert all(len(s["text"]) == 50 and s["prompt"] == "\n" for s in samples)
+    assert len({s["text"] for s in samples}) == len(samples)  # the model changed between them
+    again = read_samples(run(tmp_path, "b", sample_tokens=50))
+    assert again == samples  # a fixed seed: the samples differ by the model alone
+
+
+def test_samples_leave_the_training_draws_alone(tmp_path):
+    with_samples = run(tmp_path, "on", sample_tokens=40)
+    without = run(tmp_path, "off", sample_tokens=0)
+    assert not read_samples(without)
+    keep = ("step", "train_loss", "val_loss")
+    records = [
+        [{k: r.get(k) for k in keep} for r in read_metrics(f / "metrics.jsonl")]
+        for f in (with_samples, without)
+    ]
+    assert records[0] == records[1]
+
+
+def test_a_resumed_run_drops_the_samples_past_its_checkpoint(tmp_path):
+    folder = run(tmp_path, "r", sample_tokens=20)
+    with open(folder / "samples.jsonl", "a") as f:  # as if a run had gone past step 20
+        f.write(json.dumps({"step": 25, "val_loss": 1.0, "prompt": "\n", "text": "lost"}) + "\n")
+    run(tmp_path, "r", resume=True, max_iters=30, sample_tokens=20)
+    assert [s["step"] for s in read_samples(folder)] == [0, 10, 20, 30]
+
+
+def test_the_samples_command_prints_the_timeline(cli, tmp_path):
+    folder = run(tmp_path, "t", sample_tokens=30)
+    result = cli("-m", "mlx_gpt", "samples", str(folder))
+    assert result.returncode == 0, result.stderr
+    for sample in read_samples(folder):
+        assert (
+            f"--- step {sample['step']:,} | val loss {sample['val_loss']:.4f} ---" in result.stdout
+        )
+        assert sample["text"] in result.stdout
+    empty = run(tmp_path, "none", sample_tokens=0)
+    result = cli("-m", "mlx_gpt", "samples", str(empty))
+    assert result.returncode == 2 and "no samples.jsonl" in one_line_error(result)
+
+
+def test_a_prompt_the_vocabulary_lacks_is_one_line_before_anything_is_written(cli, tmp_path):
+    out = tmp_path / "run"
+    result = cli(TRAIN, "--preset", "tiny", "--sample-prompt", "ü€", "--out-dir", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "not in the vocabulary" in one_line_error(result)
+    assert not out.exists()
