@@ -101,6 +101,8 @@ def test_build_nanogpts_shards_train_and_resume_checks_their_digest(cli, tmp_pat
     result = train(cli, data, out, "--max-iters", "2", "--eval-interval", "2")
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "tokens" / "scan.json").read_text())["max_id"] < 50_257
+    generated = cli(str(ROOT / "generate.py"), "--out-dir", str(out), "--checkpoint", "latest")
+    assert generated.returncode == 2 and "--tokenizer-path" in one_line_error(generated)
     (data / "edufineweb_train_000003.npy").write_bytes(
         (data / "edufineweb_train_000001.npy").read_bytes()
     )
