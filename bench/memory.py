@@ -48,12 +48,17 @@ def peak_rss_mb() -> float:
 
 
 def mlx_case(case: str, micro: int, block: int, steps: int) -> dict:
+    import mlx_gpt  # noqa: F401  (first: OpenBLAS before mlx.core)
+
+    # isort: split
     import mlx.core as mx
     import numpy as np
 
-    import mlx_gpt  # noqa: F401  (first: OpenBLAS before mlx.core)
     from mlx_gpt.model import GPT, GPTConfig
     from mlx_gpt.training.optimizer import AdamW
+
+    if mlx_gpt.linux_blas.status.problem:  # the reference BLAS would measure nothing useful
+        raise SystemExit(f"MLX without OpenBLAS: {mlx_gpt.linux_blas.status.problem}")
     from mlx_gpt.training.step import make_train_step
 
     model = GPT(GPTConfig(block_size=block, **GPT2))

@@ -71,6 +71,11 @@ def load_curves(run: str | Path, metric: str = "loss") -> Curves:
             per_step = r["tokens"] // r["step"]
     if not evals:
         raise UserError(f"{path} has no evaluations yet; plot again after the first one")
+    return _curves(run, evals, train_key, val_key, scale, per_step)
+
+
+def _curves(run, evals: dict, train_key: str, val_key: str, scale=1.0, per_step=None) -> Curves:
+    """Curves of the records `evals` (step -> record), in step order."""
     steps = sorted(evals)
     return Curves(
         name=Path(run).resolve().name,
@@ -90,15 +95,7 @@ def _hellaswag_curves(run: str | Path) -> Curves:
     scored = {r["step"]: r for r in read_metrics(path) if HELLASWAG[1] in r}
     if not scored:
         raise UserError(f"{path} has no HellaSwag records; train with --hellaswag FILE")
-    steps = sorted(scored)
-    return Curves(
-        name=Path(run).resolve().name,
-        steps=steps,
-        train=[scored[s][HELLASWAG[0]] for s in steps],
-        val=[scored[s][HELLASWAG[1]] for s in steps],
-        tokens_per_step=None,
-        minutes=[scored[s].get("elapsed_s", 0.0) / 60 for s in steps],
-    )
+    return _curves(run, scored, *HELLASWAG)
 
 
 def draw_hellaswag(curves: list[Curves], x: str = "step") -> Figure:

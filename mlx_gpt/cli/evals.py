@@ -34,8 +34,9 @@ def hellaswag_command(
 ) -> None:
     """HellaSwag as build-nanogpt's hellaswag.py scores it: acc_norm is the ending with
     the lowest mean loss per token (GPT-2 124M: 0.2955), acc the lowest sum. Not the
-    Eleuther harness's acc_norm (per character, GPT-2 124M: 0.3114), printed apart as
-    acc_norm_chars. Under mlx.launch the ranks split the examples.
+    Eleuther harness's acc_norm (per character on cleaned text, GPT-2 124M: 0.3114);
+    acc_norm_chars is its per-character rule on the raw text. Under mlx.launch the
+    ranks split the examples.
 
     Get the file: https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl
     """

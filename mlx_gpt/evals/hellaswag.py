@@ -10,7 +10,9 @@ pick is the ending with
     acc       the lowest summed loss
 
 Neither is the Eleuther harness's acc_norm, which normalises the summed loss by the
-ending's characters and gives GPT-2 124M 0.3114; that one is here as acc_norm_chars.
+ending's length in characters (and cleans the text first) and gives GPT-2 124M 0.3114.
+acc_norm_chars here normalises by characters as it does, on the text as it is: its
+rule, not its figure.
 
 Examples go through the model several at a time (4 rows each), padded to the longest
 row, the padding masked out; a row longer than the model's block loses its oldest
