@@ -388,9 +388,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_iters": 2000,
         "lr_decay_iters": 2000,
         "eval_iters": 20,
-        # Its evaluation is 20 small batches (~4 s on a 2-core CPU): a shorter sample
-        # keeps the cost near 5 % of it (bench/samples_cost.py).
-        "sample_tokens": 80,
     },
     # Seconds, not minutes: smoke tests and trying the tools. Dropout stays on so that
     # resume is tested with randomness in the step.
