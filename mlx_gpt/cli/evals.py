@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -56,7 +55,7 @@ def hellaswag_command(
     model, tokenizer = folder.load_model(checkpoint, tokenizer_path)
     set_dtype(model, dtype or default_dtype())
     ranks = distributed.init()
-    report = _progress(len(examples) // ranks.size) if ranks.main else None
+    report = _progress() if ranks.main else None
     result = evaluate(model, tokenizer, examples, ranks, batch, report)
     if ranks.main:
         print(
@@ -67,14 +66,14 @@ def hellaswag_command(
         )
 
 
-def _progress(total: int):
-    """A line now and then on stderr (a bar on a terminal would be rich's; kept plain)."""
+def _progress():
+    """report(done, mine): a line on stderr every 10 s, and at the end."""
     import time
 
     last = [0.0]
 
     def report(done: int, mine: int) -> None:
-        if sys.stderr.isatty() or time.perf_counter() - last[0] >= 10 or done == mine:
+        if time.perf_counter() - last[0] >= 10 or done == mine:
             last[0] = time.perf_counter()
             say(f"hellaswag: {done:,} of {mine:,} examples")
 
