@@ -39,6 +39,21 @@ def user_errors(fn):
     return wrapper
 
 
+def progress_lines(what: str, every_s: float = 10.0):
+    """report(done, total): a line on stderr, "what: done of total (percent)", every
+    `every_s` seconds and at the end, for long work that has no bar of its own."""
+    import time
+
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        if time.perf_counter() - last[0] >= every_s or done == total:
+            last[0] = time.perf_counter()
+            say(f"{what}: {done:,} of {total:,} ({done / max(total, 1):.0%})")
+
+    return report
+
+
 @contextmanager
 def warnings_as_lines() -> Iterator[None]:
     """Within the block, each warning (a damaged metrics line, a token cache that could

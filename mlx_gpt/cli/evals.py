@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlx_gpt.cli.common import DTYPE, apply_threads, say, threads_option, user_errors
+from mlx_gpt.cli.common import DTYPE, apply_threads, progress_lines, threads_option, user_errors
 
 app = typer.Typer(
     help="Judge a trained or imported model on a benchmark.",
@@ -55,7 +55,7 @@ def hellaswag_command(
     model, tokenizer = folder.load_model(checkpoint, tokenizer_path)
     set_dtype(model, dtype or default_dtype())
     ranks = distributed.init()
-    report = _progress() if ranks.main else None
+    report = progress_lines("hellaswag examples") if ranks.main else None
     result = evaluate(model, tokenizer, examples, ranks, batch, report)
     if ranks.main:
         print(
@@ -64,17 +64,3 @@ def hellaswag_command(
             f"acc_norm_chars {result.acc_norm_chars:.4f} (Eleuther's: per character) | "
             f"{result.examples_per_sec:,.1f} examples/s"
         )
-
-
-def _progress():
-    """report(done, mine): a line on stderr every 10 s, and at the end."""
-    import time
-
-    last = [0.0]
-
-    def report(done: int, mine: int) -> None:
-        if time.perf_counter() - last[0] >= 10 or done == mine:
-            last[0] = time.perf_counter()
-            say(f"hellaswag: {done:,} of {mine:,} examples")
-
-    return report

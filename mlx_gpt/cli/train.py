@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
 from typing import Annotated
 
 import typer
@@ -16,6 +15,7 @@ from mlx_gpt.cli.common import (
     apply_threads,
     blas_warning,
     environment_line,
+    progress_lines,
     say,
     threads_option,
     user_errors,
@@ -116,7 +116,11 @@ def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
     try:
         with warnings_as_lines():
             start = prepare(
-                cfg, resume=resume, data_changed=data_changed, ranks=ranks, on_scan=_scan_report()
+                cfg,
+                resume=resume,
+                data_changed=data_changed,
+                ranks=ranks,
+                on_scan=progress_lines("checking the corpus's token ids"),
             )
         if ranks.main:
             print_banner(start)
@@ -164,18 +168,6 @@ def print_banner(start) -> None:
     print(f"compute {cfg.dtype} (weights float32){checkpointing} | {batch}")
     verb = f"resuming at step {start.state['step']}" if start.resumed else "training"
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
-
-
-def _scan_report():
-    """A line every 10 s while a foreign corpus's ids are checked (once per corpus)."""
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        if time.perf_counter() - last[0] >= 10 or done == total:
-            last[0] = time.perf_counter()
-            say(f"checking the corpus's token ids: {done:,} of {total:,} ({done / total:.0%})")
-
-    return report
 
 
 def print_summary(cfg: TrainConfig, result) -> None:

@@ -17,7 +17,7 @@ written last; it marks the corpus whole and is what a training run reads (layout
 
 from __future__ import annotations
 
-import math
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -217,8 +217,6 @@ def _read_progress(out: Path, settings: dict) -> dict | None:
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -229,8 +227,4 @@ def eta_seconds(p: Progress) -> float | None:
     """Seconds still to go, from the share of the source's bytes read."""
     if not p.total_bytes or not p.bytes_read or not p.seconds:
         return None
-    return (
-        max(p.seconds * (p.total_bytes / p.bytes_read - 1), 0.0)
-        if math.isfinite(p.seconds)
-        else None
-    )
+    return max(p.seconds * (p.total_bytes / p.bytes_read - 1), 0.0)
