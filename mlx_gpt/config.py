@@ -34,6 +34,8 @@ MAY_CHANGE_ON_RESUME = ("dropout",)
 # Training's compute dtypes (--dtype); auto is resolved in settings.py.
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
 MAY_CHANGE_ON_INIT_FROM = ("block_size", "dropout")
+# The warm-up's divisor: warmup + 1 (nanoGPT) or warmup (build-nanogpt); optimizer.py.
+WARMUP_RULES = ("nanogpt", "build-nanogpt")
 
 DEFAULT_PRESET = "lecture"
 
@@ -124,6 +126,15 @@ class TrainConfig(ConfigDict):
         MODEL,
         "--tie-embeddings/--untie-embeddings",
     )
+    vocab_multiple: int = setting(
+        1,
+        "Pad the model's vocabulary (wte's rows, lm_head's outputs) up to a multiple of "
+        "this, as build-nanogpt's 50,304 for GPT-2's 50,257 (64: matmuls a GPU tiles "
+        "well). No target is ever a padded id, so training pushes them down, and "
+        "sampling never draws one. A new run's: --resume and --init-from keep their "
+        "model's vocabulary.",
+        MODEL,
+    )
     init_from: str | None = setting(
         None,
         "Start from this run's weights (a trained or imported run folder): its model and "
@@ -150,6 +161,13 @@ class TrainConfig(ConfigDict):
     )
     learning_rate: float = setting(3e-4, "Peak learning rate.", OPTIM)
     warmup_iters: int = setting(0, "Linear warm-up steps.", OPTIM)
+    warmup_rule: str = setting(
+        "nanogpt",
+        "The warm-up's k-th update (k = 1, 2, ...) is made at lr * k / (warmup + 1) "
+        "with nanogpt (nanoGPT's train.py), at lr * k / warmup with build-nanogpt "
+        "(train_gpt2.py). The cosine after it is the same in both.",
+        OPTIM,
+    )
     lr_decay_iters: int = setting(
         0, "Step where the cosine decay reaches --min-lr; 0 keeps the rate constant.", OPTIM
     )
@@ -172,6 +190,13 @@ class TrainConfig(ConfigDict):
         None,
         "Tokens to generate at every evaluation, into samples.jsonl and the display, to "
         "watch the model learn; 0 turns it off. [default: 200 for char runs, 32 otherwise]",
+        EVAL,
+    )
+    sample_every: str = setting(
+        "auto",
+        "Sample at every N-th evaluation; auto: at each evaluation that keeps the samples' "
+        "seconds within 5% of the evaluations' (the first always samples), which on a "
+        "fast model is every one.",
         EVAL,
     )
     sample_prompt: str | None = setting(
@@ -233,7 +258,9 @@ class TrainConfig(ConfigDict):
         return dataclasses.asdict(self)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
+        """The model for a tokenizer of `vocab_size` tokens, padded to --vocab-multiple."""
+        padded = -(-vocab_size // self.vocab_multiple) * self.vocab_multiple
+        return GPTConfig(vocab_size=padded, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
     @property
     def run_dir(self) -> Path:
@@ -247,7 +274,7 @@ class TrainConfig(ConfigDict):
                 raise UserError(msg)
 
         positive = ("block_size", "n_layer", "n_head", "n_embd", "max_iters", "batch_size")
-        for name in (*positive, "grad_accum"):
+        for name in (*positive, "grad_accum", "vocab_multiple"):
             need(getattr(self, name) >= 1, f"--{flag(name)} must be a positive integer")
         for name in ("eval_interval", "eval_iters", "log_interval"):
             need(getattr(self, name) >= 1, f"--{flag(name)} must be a positive integer")
@@ -281,6 +308,11 @@ class TrainConfig(ConfigDict):
         need(self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
         need(self.sample_tokens is None or self.sample_tokens >= 0, "--sample-tokens must be >= 0")
+        need(
+            self.sample_every == "auto"
+            or (self.sample_every.isdigit() and int(self.sample_every) >= 1),
+            f"--sample-every must be a positive integer or auto, not {self.sample_every!r}",
+        )
         need(self.hellaswag_every >= 0, "--hellaswag-every must be >= 0 (0: every evaluation)")
         need(
             self.hellaswag_limit is None or self.hellaswag_limit >= 1,
@@ -306,6 +338,10 @@ class TrainConfig(ConfigDict):
         need(
             self.max_memory is None or (math.isfinite(self.max_memory) and self.max_memory > 0),
             "--max-memory must be a positive number of GB",
+        )
+        need(
+            self.warmup_rule in WARMUP_RULES,
+            f"--warmup-rule must be one of {', '.join(WARMUP_RULES)}, not {self.warmup_rule!r}",
         )
         need(
             self.lr_decay_iters == 0 or self.lr_decay_iters > self.warmup_iters,
@@ -359,6 +395,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_NANOGPT,
         **_GPT2_OPTIONS,
         "tokenizer": "gpt2",
+        "vocab_multiple": 64,  # 50,304 rows, as build-nanogpt's GPTConfig(vocab_size=50304)
         "n_layer": 12,
         "n_head": 12,
         "n_embd": 768,
@@ -369,6 +406,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 6e-4,
         "min_lr": 6e-5,
         "warmup_iters": 715,
+        "warmup_rule": "build-nanogpt",
         "max_iters": 19_073,
         "lr_decay_iters": 19_073,
         "beta2": 0.95,

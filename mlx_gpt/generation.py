@@ -33,19 +33,25 @@ from mlx_gpt.tokenizer import Tokenizer
 WINDOWS = ("fast", "exact")
 
 
-def exact_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterator[int]:
-    """The lecture's loop: crop to the last block_size tokens, full forward, sample."""
+def exact_tokens(
+    model: GPT, ids: list[int], n: int, sampler: Sampler, vocab: int | None = None
+) -> Iterator[int]:
+    """The lecture's loop: crop to the last block_size tokens, full forward, sample.
+    Only the first `vocab` logits are drawn from (the tokenizer's; the rest is padding)."""
     ids = list(ids)
     block = model.config.block_size
     for _ in range(n):
-        logits = model(mx.array([ids[-block:]]))[:, -1, :]  # (1, vocab)
+        logits = model(mx.array([ids[-block:]]))[:, -1, :vocab]  # (1, vocab)
         token = sampler(logits).item()
         ids.append(token)
         yield token
 
 
-def cached_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Iterator[int]:
-    """One token per step through the cache; re-prefill half a block when full.
+def cached_tokens(
+    model: GPT, ids: list[int], n: int, sampler: Sampler, vocab: int | None = None
+) -> Iterator[int]:
+    """One token per step through the cache; re-prefill half a block when full. Only
+    the first `vocab` logits are drawn from, as in exact_tokens.
 
     The one-token step (forward through the cache, then sampling) is compiled once: the
     cache keeps every shape fixed and its write position is an array. The next token's
@@ -62,12 +68,12 @@ def cached_tokens(model: GPT, ids: list[int], n: int, sampler: Sampler) -> Itera
 
     @partial(mx.compile, inputs=state, outputs=state)
     def decode(token: mx.array) -> mx.array:
-        return sampler(model(token, cache)[:, -1, :])  # (1, 1) -> (1,)
+        return sampler(model(token, cache)[:, -1, :vocab])  # (1, 1) -> (1,)
 
     def prefill(context: list[int]) -> mx.array:
         for c in cache:
             c.reset()
-        return sampler(model(mx.array([context]), cache)[:, -1, :])
+        return sampler(model(mx.array([context]), cache)[:, -1, :vocab])
 
     context = ids[-block:]
     y, filled = prefill(context), len(context)  # filled mirrors the cache's offset on the host
@@ -142,7 +148,8 @@ def stream_generate(
     ids = start_ids(tokenizer, prompt)
     model.eval()  # turns dropout off; gpt.py samples with it on, a bug in the lecture code
     make_tokens = cached_tokens if window == "fast" else exact_tokens
-    tokens = make_tokens(model, ids, max_tokens, sampler or Sampler())
+    # A model padded past its tokenizer (--vocab-multiple) never samples the padding.
+    tokens = make_tokens(model, ids, max_tokens, sampler or Sampler(), tokenizer.vocab_size)
     return _responses(tokens, tokenizer, max_tokens)
 
 

@@ -139,9 +139,10 @@ def write_run(
     source: str,
 ) -> RunFolder:
     """Check the weights against the model, then write the run folder."""
-    if config.vocab_size != tokenizer.vocab_size:
+    if config.vocab_size < tokenizer.vocab_size:  # more rows are padding, as nanoGPT's 50,304
         raise UserError(
-            f"the weights have {config.vocab_size} tokens, the tokenizer {tokenizer.vocab_size}"
+            f"the weights have {config.vocab_size} tokens, fewer than the tokenizer's "
+            f"{tokenizer.vocab_size}; give the tokenizer the weights were trained with"
         )
     run = RunFolder(out_dir)
     run.check_new("choose another --out-dir")

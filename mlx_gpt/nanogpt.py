@@ -82,7 +82,11 @@ def import_nanogpt(
     meta: str | Path | None = None,
     vocab_text: str | Path | None = None,
     dtype: str | None = None,
+    tokenizer_path: str | None = None,
 ) -> RunFolder:
+    """A nanoGPT ckpt.pt as a run folder. Its tokens are characters (`meta`, or the
+    sorted characters of `vocab_text`) or GPT-2's (`tokenizer_path`: its files, or a hub
+    name), which a model trained from scratch pads to 50,304 rows."""
     try:
         import torch
     except ImportError:
@@ -91,8 +95,11 @@ def import_nanogpt(
         ) from None
     if not Path(ckpt).is_file():
         raise UserError(f"{ckpt} does not exist; give the path of nanoGPT's ckpt.pt")
-    if (meta is None) == (vocab_text is None):
-        raise UserError("give the characters with --meta meta.pkl or --vocab-text FILE (one)")
+    if sum(x is not None for x in (meta, vocab_text, tokenizer_path)) != 1:
+        raise UserError(
+            "say what its tokens are (one of): --meta meta.pkl or --vocab-text FILE for "
+            "characters, --tokenizer-path gpt2 (or a folder of its files) for GPT-2's"
+        )
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
@@ -100,6 +107,13 @@ def import_nanogpt(
     if not isinstance(saved, dict) or "model_args" not in saved or "model" not in saved:
         raise UserError(f"{ckpt} has no model_args (or no model): is it nanoGPT's ckpt.pt?")
     config = nanogpt_config(saved["model_args"])
+    weights = nanogpt_weights(saved["model"])
+    source = f"nanogpt:{ckpt}"
+    if tokenizer_path is not None:
+        from mlx_gpt.tokenizer import BPETokenizer
+
+        tokenizer = BPETokenizer.gpt2(tokenizer_path)
+        return write_run(out_dir, config, cast(weights, dtype), tokenizer, source)
     if meta is not None:
         chars = read_meta(meta)
     else:
@@ -111,5 +125,4 @@ def import_nanogpt(
             f"the checkpoint has {config.vocab_size} tokens but the vocabulary given has "
             f"{len(chars)} characters; give the meta.pkl of the same dataset"
         )
-    weights = nanogpt_weights(saved["model"])
-    return write_run(out_dir, config, cast(weights, dtype), CharTokenizer(chars), f"nanogpt:{ckpt}")
+    return write_run(out_dir, config, cast(weights, dtype), CharTokenizer(chars), source)

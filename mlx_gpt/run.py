@@ -128,7 +128,9 @@ class RunFolder:
         """The model of checkpoint `which`, in eval mode, and its tokenizer."""
         found = self.checkpoint(which)
         config, tokenizer = self.model_config(), self.tokenizer(path=tokenizer_path)
-        if config.vocab_size != tokenizer.vocab_size:
+        # The model may have more rows than the tokenizer has tokens (--vocab-multiple),
+        # never fewer.
+        if config.vocab_size < tokenizer.vocab_size:
             raise UserError(
                 f"{self.path}: config.json says {config.vocab_size} tokens but its "
                 f"tokenizer has {tokenizer.vocab_size}; the run folder is damaged"

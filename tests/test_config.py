@@ -1,6 +1,9 @@
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlx_gpt.config import PRESETS, TrainConfig, preset_config
@@ -76,6 +79,32 @@ def test_a_small_run_trains_with_nanogpts_cpu_recipe(cli, tmp_path):
     assert step["tokens"] == 12 * 64
     # nanoGPT's warm-up: the first update is made at lr * 1 / (warmup + 1)
     assert step["lr"] == pytest.approx(1e-3 / 101)
+
+
+def build_nanogpt_lr(it: int) -> float:
+    """train_gpt2.py's get_lr, as written there."""
+    max_lr, min_lr, warmup_steps, max_steps = 6e-4, 6e-4 * 0.1, 715, 19073
+    if it < warmup_steps:
+        return max_lr * (it + 1) / warmup_steps
+    if it > max_steps:
+        return min_lr
+    decay_ratio = (it - warmup_steps) / (max_steps - warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return min_lr + coeff * (max_lr - min_lr)
+
+
+def test_the_gpt2_schedule_is_build_nanogpts_at_every_step():
+    import mlx.core as mx
+
+    from mlx_gpt.training.optimizer import lr_schedule
+
+    steps = mx.arange(0, 19_100)
+    ours = np.array(lr_schedule(preset_config("gpt2"))(steps))
+    theirs = np.array([build_nanogpt_lr(int(i)) for i in range(19_100)])
+    np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=0)
+    # and nanoGPT's rule, the other presets', divides by one step more
+    nanogpt = np.array(lr_schedule(replace(preset_config("gpt2"), warmup_rule="nanogpt"))(steps))
+    np.testing.assert_allclose(nanogpt[:715], 6e-4 * np.arange(1, 716) / 716, rtol=2e-5)
 
 
 def test_every_preset_is_valid():

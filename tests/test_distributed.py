@@ -35,8 +35,11 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def start_ranks(tmp_path: Path, args_of_rank, cwd_of_rank=None) -> list[subprocess.Popen]:
-    """Start 2 ranks of train.py; args_of_rank(r) gives rank r's arguments."""
+def start_ranks(
+    tmp_path: Path, args_of_rank, cwd_of_rank=None, program=(TRAIN,)
+) -> list[subprocess.Popen]:
+    """Start 2 ranks of train.py (or of `program`); args_of_rank(r) gives rank r's
+    arguments."""
     hostfile = tmp_path / f"hosts-{time.monotonic_ns()}.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(2)]))
     procs = []
@@ -44,7 +47,7 @@ def start_ranks(tmp_path: Path, args_of_rank, cwd_of_rank=None) -> list[subproce
         env = {**os.environ, "MLX_RANK": str(r), "MLX_HOSTFILE": str(hostfile)}
         procs.append(
             subprocess.Popen(
-                [sys.executable, TRAIN, *args_of_rank(r)],
+                [sys.executable, *program, *args_of_rank(r)],
                 env=env,
                 cwd=cwd_of_rank(r) if cwd_of_rank else ROOT,
                 stdout=subprocess.PIPE,

@@ -197,3 +197,19 @@ def test_library_never_imports_torch(cli):
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     result = cli("-c", code)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("window", ["fast", "exact"])
+def test_a_padded_model_never_samples_its_padding(tokenizer, window):
+    # 65 characters, 128 rows (--vocab-multiple 64); the padded rows are made the most
+    # likely by far, so only the mask to the tokenizer's 65 keeps them out.
+    mx.random.seed(0)
+    padded = GPT(GPTConfig(**{**CONFIG.__dict__, "vocab_size": 128}))
+    bias = np.zeros(128, dtype=np.float32)
+    bias[65:] = 1e4
+    padded.lm_head.bias = mx.array(bias)
+    tokens = [
+        r.token
+        for r in stream_generate(padded, tokenizer, "ROMEO:", 40, Sampler(seed=2), window=window)
+    ]
+    assert len(tokens) == 40 and max(tokens) < 65

@@ -2,6 +2,7 @@
 parameter counts, the tied head, GPT-2's init, and parity with the PyTorch baseline."""
 
 import math
+from dataclasses import replace
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -30,8 +31,13 @@ def params(model) -> dict[str, mx.array]:
 
 def test_parameter_counts():
     assert GPT(preset_config("lecture").model_config(65)).num_params() == 10_788_929
-    # GPT-2 small with its 50,257 tokens, tied: 124,439,808 (the Hugging Face count)
-    assert GPT(preset_config("gpt2").model_config(50_257)).num_params() == 124_439_808
+    # GPT-2 small with its 50,257 tokens, tied: 124,439,808 (the Hugging Face count); the
+    # preset pads wte to 50,304 rows as build-nanogpt does, 47 x 768 more.
+    gpt2 = preset_config("gpt2")
+    assert GPT(replace(gpt2, vocab_multiple=1).model_config(50_257)).num_params() == 124_439_808
+    padded = GPT(gpt2.model_config(50_257))
+    assert padded.wte.weight.shape == (50_304, 768)
+    assert padded.num_params() == 124_439_808 + 47 * 768
 
 
 def test_lecture_bpe_preset_is_the_lecture_with_gpt2_options():

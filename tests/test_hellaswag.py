@@ -36,8 +36,9 @@ def write_examples(path, n: int = 40, seed: int = 0) -> list[dict]:
     return examples
 
 
-def reference(model, tokenizer, example) -> tuple[int, int]:
-    """build-nanogpt's hellaswag.py: (pred by sum, pred_norm by mean), one example."""
+def reference(logits_of, tokenizer, example) -> tuple[int, int]:
+    """build-nanogpt's hellaswag.py: (pred by sum, pred_norm by mean), one example;
+    logits_of(tokens) is the PyTorch model's forward pass."""
     ctx = tokenizer.encode(example["ctx"])
     rows = [ctx + tokenizer.encode(" " + end) for end in example["endings"]]
     masks = [[0] * len(ctx) + [1] * (len(r) - len(ctx)) for r in rows]
@@ -47,7 +48,7 @@ def reference(model, tokenizer, example) -> tuple[int, int]:
     for i, (r, m) in enumerate(zip(rows, masks, strict=True)):
         tokens[i, : len(r)], mask[i, : len(m)] = torch.tensor(r), torch.tensor(m)
     with torch.no_grad():
-        logits = model(tokens).logits
+        logits = logits_of(tokens)
     losses = torch.nn.functional.cross_entropy(
         logits[..., :-1, :].reshape(-1, logits.size(-1)),
         tokens[..., 1:].reshape(-1),
@@ -64,7 +65,8 @@ def test_batched_scoring_equals_build_nanogpts_rule(hf_gpt2, imported_gpt2, tmp_
     examples = write_examples(tmp_path / "hellaswag_val.jsonl")
     # The ids are the same either way (the import's own test checks the tokenizer); what
     # is checked here is the scoring: batched, padded and masked against one at a time.
-    expected = [reference(hf_model, BPETokenizer.gpt2(str(folder)), e) for e in examples]
+    tokenizer = BPETokenizer.gpt2(str(folder))
+    expected = [reference(lambda t: hf_model(t).logits, tokenizer, e) for e in examples]
     model, tokenizer = RunFolder(imported_gpt2).load_model()
     result = evaluate(
         model, tokenizer, read_examples(tmp_path / "hellaswag_val.jsonl"), batch_examples=6
@@ -77,6 +79,29 @@ def test_batched_scoring_equals_build_nanogpts_rule(hf_gpt2, imported_gpt2, tmp_
     assert [s for s, _ in expected] != [n for _, n in expected]  # the two rules do differ here
 
 
+def test_a_nanogpt_checkpoint_on_gpt2_tokens_imports_and_is_judged_the_same(cli, hf_gpt2, tmp_path):
+    from test_import import nanogpt_checkpoint
+
+    # nanoGPT trained from scratch on GPT-2 tokens: 320 rows for the 300 tokens of the
+    # GPT-2-format test tokenizer, as its 50,304 for GPT-2's 50,257.
+    folder, _ = hf_gpt2
+    torch_model = nanogpt_checkpoint(tmp_path, True, None, vocab=320, block=64)
+    out = tmp_path / "nano"
+    imported = cli(
+        "-m", "mlx_gpt", "import", "nanogpt", str(tmp_path / "ckpt.pt"),
+        "--tokenizer-path", str(folder), "--out-dir", str(out),
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    model, tokenizer = RunFolder(out).load_model()
+    assert (model.config.vocab_size, tokenizer.vocab_size) == (320, 300)
+    examples = write_examples(tmp_path / "h.jsonl", n=16, seed=1)
+    expected = [reference(torch_model, tokenizer, e)[1] for e in examples]
+    result = evaluate(model, tokenizer, read_examples(tmp_path / "h.jsonl"), batch_examples=5)
+    assert result.predictions == expected
+    sample = cli(str(ROOT / "generate.py"), "--out-dir", str(out), "--tokens", "30")
+    assert sample.returncode == 0, sample.stderr
+
+
 def test_the_eval_command_prints_the_figures(cli, imported_gpt2, tmp_path):
     write_examples(tmp_path / "h.jsonl", n=12)
     data = str(tmp_path / "h.jsonl")
@@ -85,6 +110,63 @@ def test_the_eval_command_prints_the_figures(cli, imported_gpt2, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "hellaswag 10 examples | acc " in result.stdout and "acc_norm " in result.stdout
+
+
+def test_the_eval_command_shows_a_bar_on_a_terminal(imported_gpt2, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    write_examples(tmp_path / "h.jsonl", n=12)
+    reader, writer = pty.openpty()  # stderr is a terminal, stdout a pipe
+    seen = bytearray()
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(reader, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    args = ["eval", "hellaswag", str(imported_gpt2), "--data", str(tmp_path / "h.jsonl")]
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_gpt", *args, "--batch", "2"],
+        stdout=subprocess.PIPE, stderr=writer, text=True, timeout=240,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "100"},
+    )  # fmt: skip
+    os.close(writer)
+    thread.join(timeout=10)
+    os.close(reader)
+    assert result.returncode == 0
+    assert "hellaswag 12 examples" in result.stdout  # the figures stay on stdout, alone
+    terminal = seen.decode(errors="replace")
+    assert "12/12" in terminal and "━" in terminal, terminal
+
+
+def test_two_ranks_split_the_examples_and_print_one_processs_figures(cli, imported_gpt2, tmp_path):
+    from test_distributed import finish, start_ranks
+
+    write_examples(tmp_path / "h.jsonl", n=13)  # odd: rank 0 scores 7, rank 1 scores 6
+    args = ["eval", "hellaswag", str(imported_gpt2), "--data", str(tmp_path / "h.jsonl")]
+    args += ["--batch", "3", "--threads", "1"]
+    single = cli("-m", "mlx_gpt", *args)
+    assert single.returncode == 0, single.stderr
+    ranks = start_ranks(tmp_path, lambda r: args, program=("-m", "mlx_gpt"))
+    (code0, out0, err0), (code1, out1, err1) = finish(ranks)
+    assert code0 == 0 and code1 == 0, (err0, err1)
+
+    def figures(stdout: str) -> list[str]:  # examples, acc, acc_norm, acc_norm_chars
+        return stdout.split(" | ")[:4]
+
+    assert figures(out0) == figures(single.stdout)
+    assert figures(out0)[0] == "hellaswag 13 examples" and out1 == ""
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -134,16 +134,20 @@ def test_hub_name_offline_and_not_cached(tmp_path):
 # ---- nanoGPT ----
 
 
-def nanogpt_checkpoint(folder: Path, bias: bool, chars: list[str]) -> object:
+def nanogpt_checkpoint(
+    folder: Path, bias: bool, chars: list[str] | None, vocab: int | None = None, block: int = 16
+) -> object:
     """A ckpt.pt as nanoGPT's train.py writes it, from the PyTorch baseline configured as
     nanoGPT's model (exact GELU, tied, `bias`), compiled (`_orig_mod.`), with the
-    causal-mask buffers; and its meta.pkl."""
+    causal-mask buffers; and the meta.pkl of `chars`. Without chars it is a model of
+    `vocab` GPT-2-like tokens, as nanoGPT trains on OpenWebText (50,304: padded)."""
     from torch_gpt import TorchGPT
 
     torch.manual_seed(1)
-    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=bias, vocab_size=len(chars))
+    vocab = len(chars) if chars else vocab
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=block, bias=bias, vocab_size=vocab)
     model = TorchGPT(
-        vocab_size=len(chars), block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
+        vocab_size=vocab, block_size=block, n_layer=2, n_head=2, n_embd=32, dropout=0.0,
         activation="gelu", qkv_bias=bias, bias=bias, tie_embeddings=True,
     ).eval()  # fmt: skip
     with torch.no_grad():  # biases nonzero, so a dropped one would show
@@ -153,7 +157,8 @@ def nanogpt_checkpoint(folder: Path, bias: bool, chars: list[str]) -> object:
     state = {f"_orig_mod.transformer.{k}": v for k, v in model.state_dict().items()}
     state["_orig_mod.lm_head.weight"] = model.wte.weight
     for i in range(2):
-        state[f"_orig_mod.transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(16, 16))[None, None]
+        mask = torch.tril(torch.ones(block, block))[None, None]
+        state[f"_orig_mod.transformer.h.{i}.attn.bias"] = mask
     torch.save(
         {
             "model": state,
@@ -165,9 +170,10 @@ def nanogpt_checkpoint(folder: Path, bias: bool, chars: list[str]) -> object:
         },
         folder / "ckpt.pt",
     )
-    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars))}
-    meta["stoi"] = {c: i for i, c in meta["itos"].items()}
-    (folder / "meta.pkl").write_bytes(pickle.dumps(meta))
+    if chars:
+        meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars))}
+        meta["stoi"] = {c: i for i, c in meta["itos"].items()}
+        (folder / "meta.pkl").write_bytes(pickle.dumps(meta))
     return model
 
 

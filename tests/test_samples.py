@@ -1,9 +1,12 @@
-"""Samples at every evaluation: one per evaluation in samples.jsonl, the same for the
-same model, leaving training's random draws alone, and truncated on resume."""
+"""Samples at evaluations: one per evaluation in samples.jsonl (or every N-th, or within
+5% of the evaluations' time), the same for the same model, leaving training's random
+draws alone, and truncated on resume."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from test_faults import one_line_error
 
 from mlx_gpt.metrics import read_metrics
@@ -16,8 +19,9 @@ TRAIN = str(ROOT / "train.py")
 
 
 def run(tmp_path, name, resume=False, **overrides):
+    # A sample at every evaluation unless told otherwise: auto's choice depends on time.
     settings = {"out_dir": str(tmp_path / name), "max_iters": 20, "eval_interval": 10,
-                "eval_iters": 2, "log_interval": 5, **overrides}  # fmt: skip
+                "eval_iters": 2, "log_interval": 5, "sample_every": "1", **overrides}  # fmt: skip
     cfg = resolve("tiny", None, settings, resume=resume)
     Loop(prepare(cfg, resume=resume)).run()
     return cfg.run_dir
@@ -38,7 +42,8 @@ def test_each_evaluation_appends_a_sample_of_the_model_as_it_is(tmp_path):
     assert all(len(s["text"]) == 50 and s["prompt"] == "\n" for s in samples)
     assert len({s["text"] for s in samples}) == len(samples)  # the model changed between them
     again = read_samples(run(tmp_path, "b", sample_tokens=50))
-    assert again == samples  # a fixed seed: the samples differ by the model alone
+    # a fixed seed: the samples differ by the model alone (their seconds by the machine)
+    assert [s["text"] for s in again] == [s["text"] for s in samples]
 
 
 def test_samples_leave_the_training_draws_alone(tmp_path):
@@ -51,6 +56,49 @@ def test_samples_leave_the_training_draws_alone(tmp_path):
         for f in (with_samples, without)
     ]
     assert records[0] == records[1]
+
+
+def test_sample_every_n_samples_every_nth_evaluation(tmp_path):
+    folder = run(tmp_path, "n", sample_tokens=10, max_iters=40, sample_every="2")
+    assert [s["step"] for s in read_samples(folder)] == [0, 20, 40]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("sample_s, sampled", [
+    (1.0, [1, 20, 30, 40, 50, 60]),  # 1 s a sample, 2 s an evaluation: within 5% of them
+    (0.05, list(range(1, 61))),  # cheap: at every one
+])  # fmt: skip
+def test_auto_keeps_the_samples_within_5_percent_of_the_evaluations(
+    monkeypatch, tmp_path, sample_s, sampled
+):
+    from mlx_gpt.training import samples as module
+
+    clock = Clock()
+
+    def generate(*args):  # a sample that takes sample_s seconds
+        clock.now += sample_s
+        return SimpleNamespace(text="x")
+
+    monkeypatch.setattr(module.time, "perf_counter", clock)
+    monkeypatch.setattr(module, "generate", generate)
+    cfg = resolve("tiny", None, {"out_dir": str(tmp_path)})
+    start = prepare(cfg)
+    samples = module.Samples(tmp_path, cfg, start.tokenizer, start.model)
+    taken = []
+    for n in range(1, 61):
+        if samples.due(n * 10, eval_s=2.0):
+            samples.take(n * 10, 1.0)
+            taken.append(n)
+        assert samples.samples_s - sample_s <= 0.05 * samples.evals_s + 1e-9
+    assert taken == sampled
+    assert [s["seconds"] for s in read_samples(tmp_path)] == [sample_s] * len(sampled)
 
 
 def test_a_resumed_run_drops_the_samples_past_its_checkpoint(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
@@ -52,6 +52,37 @@ def progress_lines(what: str, every_s: float = 10.0):
             say(f"{what}: {done:,} of {total:,} ({done / max(total, 1):.0%})")
 
     return report
+
+
+@contextmanager
+def progress_report(what: str) -> Iterator[Callable[[int, int], None]]:
+    """report(done, total) for long work: on a terminal, rich's bar on stderr, shown from
+    the first report and gone at the end so that the result stands alone; elsewhere
+    progress_lines."""
+    import sys
+
+    if not sys.stderr.isatty():
+        yield progress_lines(what)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeRemainingColumn as Remaining
+
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), Remaining())
+    bar = Progress(*columns, console=Console(stderr=True), transient=True)
+    task = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(what, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield report
+    finally:
+        bar.stop()
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mlx_gpt.cli.common import DTYPE, apply_threads, progress_lines, threads_option, user_errors
+from mlx_gpt.cli.common import DTYPE, apply_threads, progress_report, threads_option, user_errors
 
 app = typer.Typer(
     help="Judge a trained or imported model on a benchmark.",
@@ -55,8 +55,11 @@ def hellaswag_command(
     model, tokenizer = folder.load_model(checkpoint, tokenizer_path)
     set_dtype(model, dtype or default_dtype())
     ranks = distributed.init()
-    report = progress_lines("hellaswag examples") if ranks.main else None
-    result = evaluate(model, tokenizer, examples, ranks, batch, report)
+    if ranks.main:  # each rank's share is the same size, so rank 0's tells the time left
+        with progress_report("hellaswag") as report:
+            result = evaluate(model, tokenizer, examples, ranks, batch, report)
+    else:
+        result = evaluate(model, tokenizer, examples, ranks, batch)
     if ranks.main:
         print(
             f"hellaswag {result.examples:,} examples | acc {result.acc:.4f} | "

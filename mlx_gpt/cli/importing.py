@@ -54,15 +54,25 @@ def nanogpt_command(
         str | None,
         typer.Option(help="Or: the training text, whose sorted characters are the vocabulary."),
     ] = None,
+    tokenizer_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Or, for a checkpoint on GPT-2 tokens (OpenWebText, a fine-tune of gpt2): "
+            "GPT-2's tokenizer, a folder with tokenizer.json or vocab.json + merges.txt, "
+            "or the hub name gpt2."
+        ),
+    ] = None,
     out_dir: Annotated[str, OUT_DIR] = "out/nanogpt",
     dtype: Annotated[str | None, DTYPE] = None,
 ) -> None:
-    """A nanoGPT checkpoint (e.g. shakespeare_char's out/ckpt.pt). Needs torch (the bench
-    extra) to read it, with weights_only=True."""
+    """A nanoGPT checkpoint: shakespeare_char's out/ckpt.pt (characters), or one trained
+    on GPT-2 tokens, whose 50,304 rows (GPT-2's 50,257, padded) are kept. Needs torch
+    (the bench extra) to read it, with weights_only=True."""
     from mlx_gpt.dtypes import default_dtype
     from mlx_gpt.nanogpt import import_nanogpt
 
-    _report(import_nanogpt(ckpt, out_dir, meta, vocab_text, dtype or default_dtype()))
+    dtype = dtype or default_dtype()
+    _report(import_nanogpt(ckpt, out_dir, meta, vocab_text, dtype, tokenizer_path))
 
 
 def _report(run) -> None:

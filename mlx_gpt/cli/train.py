@@ -15,7 +15,7 @@ from mlx_gpt.cli.common import (
     apply_threads,
     blas_warning,
     environment_line,
-    progress_lines,
+    progress_report,
     say,
     threads_option,
     user_errors,
@@ -114,13 +114,9 @@ def train(cfg: TrainConfig, ranks, *, resume: bool, data_changed: bool) -> None:
 
     progress = None
     try:
-        with warnings_as_lines():
+        with warnings_as_lines(), progress_report("checking the corpus's token ids") as scan:
             start = prepare(
-                cfg,
-                resume=resume,
-                data_changed=data_changed,
-                ranks=ranks,
-                on_scan=progress_lines("checking the corpus's token ids"),
+                cfg, resume=resume, data_changed=data_changed, ranks=ranks, on_scan=scan
             )
         if ranks.main:
             print_banner(start)

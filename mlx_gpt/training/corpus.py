@@ -69,10 +69,12 @@ def corpus_splits(
     if max_id is None:
         max_id = scan_max_id(corpus, on_scan)
         scanned = {"digest": corpus.digest, "max_id": max_id}
-    if max_id >= model.vocab_size:
+    # Ids in the model's padding (--vocab-multiple) are not tokens either.
+    vocab = min(model.vocab_size, tokenizer.vocab_size if tokenizer else corpus.vocab_size)
+    if max_id >= vocab:
         raise UserError(
-            f"--data {corpus.path} holds token id {max_id:,}, but the model's vocabulary "
-            f"has {model.vocab_size:,} tokens; prepare the data with this run's tokenizer"
+            f"--data {corpus.path} holds token id {max_id:,}, but the run's vocabulary "
+            f"has {vocab:,} tokens; prepare the data with this run's tokenizer"
         )
     corpus.splits.check_length(cfg.block_size)
     if corpus.splits.val_chars is None:

@@ -31,15 +31,18 @@ def lr_schedule(cfg: TrainConfig):
     """Constant, or nanoGPT's linear warm-up then cosine decay to min_lr.
 
     The optimizer calls it with the number of updates already made (0 for the first),
-    which is nanoGPT's `iter_num`.
+    which is nanoGPT's `iter_num` and build-nanogpt's `step`. The two differ only in the
+    warm-up's divisor (--warmup-rule): nanoGPT climbs to lr over warmup + 1 steps,
+    build-nanogpt over warmup.
     """
     if cfg.warmup_iters == 0 and cfg.lr_decay_iters == 0:
         return cfg.learning_rate
     lr, min_lr, warmup, decay = cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters
+    divisor = warmup + 1 if cfg.warmup_rule == "nanogpt" else warmup
 
     def schedule(step: mx.array) -> mx.array:
         it = step.astype(mx.float32)
-        warm = lr * (it + 1) / (warmup + 1)
+        warm = lr * (it + 1) / divisor
         if decay == 0:
             return mx.where(it < warmup, warm, lr)
         ratio = mx.clip((it - warmup) / (decay - warmup), 0.0, 1.0)

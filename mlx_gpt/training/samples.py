@@ -1,15 +1,22 @@
-"""Samples at every evaluation: watch gibberish turn into Shakespeare.
+"""Samples at evaluations: watch gibberish turn into Shakespeare.
 
-Each evaluation generates --sample-tokens tokens from --sample-prompt with the KV-cache
+An evaluation generates --sample-tokens tokens from --sample-prompt with the KV-cache
 decoder (generation.py) and a sampler seeded afresh, so that two samples differ by the
-model alone, and appends {step, val_loss, text} to the run folder's samples.jsonl. The
-sampler has its own key chain: training's random state (dropout) is left as it was, so
-a run with samples draws the same batches and masks as one without.
+model alone, and appends {step, val_loss, prompt, text, seconds} to the run folder's
+samples.jsonl. The sampler has its own key chain: training's random state (dropout) is
+left as it was, so a run with samples draws the same batches and masks as one without.
+
+Which evaluations sample is --sample-every's: every N-th, or by default (auto) each
+one whose sample keeps the samples' seconds within 5% of the evaluations'. Decoding a
+token at a time costs the same few milliseconds whatever the model's size, while an
+evaluation's cost grows with it: lecture samples at every evaluation (its samples
+cost 0.1% of them), small at one in five or six on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from mlx_gpt.generation import generate, start_ids
@@ -17,6 +24,7 @@ from mlx_gpt.sampling import Sampler
 
 SAMPLES_FILE = "samples.jsonl"
 GPT2_PROMPT = "Hello, I'm a language model,"  # build-nanogpt's
+SAMPLE_SHARE = 0.05  # --sample-every auto: the samples' most of the evaluations' time
 
 
 def sample_settings(cfg, tokenizer) -> tuple[int, str]:
@@ -32,26 +40,45 @@ def sample_settings(cfg, tokenizer) -> tuple[int, str]:
 
 
 class Samples:
-    """Appends one sample per evaluation to samples.jsonl (rank 0's business)."""
+    """Appends samples to samples.jsonl at the evaluations --sample-every picks (rank 0's
+    business)."""
 
     def __init__(self, folder: Path, cfg, tokenizer, model):
         self.path = Path(folder) / SAMPLES_FILE
         self.tokenizer, self.model, self.seed = tokenizer, model, cfg.seed
         self.tokens, self.prompt = sample_settings(cfg, tokenizer)
+        self.every, self.eval_interval = cfg.sample_every, cfg.eval_interval
+        self.evals_s = self.samples_s = 0.0  # this session's, for auto
+        self.last_s: float | None = None  # the latest sample's seconds: the next one's guess
         if self.tokens:
             start_ids(tokenizer, self.prompt)  # a prompt it cannot encode: one line, now
+
+    def due(self, step: int, eval_s: float) -> bool:
+        """Whether the evaluation at `step`, which took eval_s seconds, gets a sample."""
+        self.evals_s += eval_s
+        if not self.tokens:
+            return False
+        if self.every != "auto":
+            return (step // self.eval_interval) % int(self.every) == 0
+        if self.last_s is None:  # the first: what a sample costs is not known yet
+            return True
+        return self.samples_s + self.last_s <= SAMPLE_SHARE * self.evals_s
 
     def take(self, step: int, val_loss: float) -> str | None:
         """The sample of the model as it is now, appended to the file; None if off."""
         if not self.tokens:
             return None
+        begun = time.perf_counter()
         try:
             result = generate(
                 self.model, self.tokenizer, self.prompt, self.tokens, Sampler(seed=self.seed)
             )
         finally:
             self.model.train()  # generate() turned dropout off
-        line = {"step": step, "val_loss": val_loss, "prompt": self.prompt, "text": result.text}
+        self.last_s = time.perf_counter() - begun
+        self.samples_s += self.last_s
+        line = {"step": step, "val_loss": val_loss, "prompt": self.prompt, "text": result.text,
+                "seconds": round(self.last_s, 3)}  # fmt: skip
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
         return result.text
