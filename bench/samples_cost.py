@@ -4,13 +4,16 @@
 
 For each preset it times the evaluation (estimate_loss) on a fresh model, per batch, and
 scales it to the preset's --eval-iters; then it times one default sample (200 characters
-from a newline, the KV-cache decoder). The ratio is what --sample-tokens adds to each
-evaluation by default. The median of --repeats runs of each.
+from a newline, the KV-cache decoder). The ratio is what a sample adds to an evaluation
+that has one; --sample-every auto (the default) then samples at about one evaluation in
+ceil(ratio / 5%), so that the samples stay within 5% of the evaluations' time. The
+median of --repeats runs of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -24,7 +27,7 @@ from common import cpu_name  # noqa: E402
 import mlx_gpt  # noqa: E402, F401  (first: OpenBLAS before mlx.core)
 from mlx_gpt.settings import resolve  # noqa: E402
 from mlx_gpt.training import prepare  # noqa: E402
-from mlx_gpt.training.samples import Samples  # noqa: E402
+from mlx_gpt.training.samples import SAMPLE_SHARE, Samples  # noqa: E402
 from mlx_gpt.training.step import estimate_loss  # noqa: E402
 
 
@@ -35,7 +38,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"{cpu_name()}")
-    print(f"{'preset':<9} {'eval s':>8} {'sample s':>9} {'sample/eval':>12}")
+    print(f"{'preset':<9} {'eval s':>8} {'sample s':>9} {'sample/eval':>12} {'auto: 1 in':>11}")
     for preset in args.presets:
         out = tempfile.mkdtemp()
         cfg = resolve(preset, None, {"out_dir": out})
@@ -53,7 +56,8 @@ def main() -> None:
             samples.take(0, 0.0)
             takes.append(time.perf_counter() - t)
         e, s = statistics.median(evals), statistics.median(takes)
-        print(f"{preset:<9} {e:>8.2f} {s:>9.3f} {s / e:>11.1%}", flush=True)
+        every = max(1, math.ceil(s / e / SAMPLE_SHARE))
+        print(f"{preset:<9} {e:>8.2f} {s:>9.3f} {s / e:>11.1%} {every:>11}", flush=True)
 
 
 if __name__ == "__main__":
