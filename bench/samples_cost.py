@@ -27,8 +27,8 @@ from common import cpu_name  # noqa: E402
 import mlx_gpt  # noqa: E402, F401  (first: OpenBLAS before mlx.core)
 from mlx_gpt.settings import resolve  # noqa: E402
 from mlx_gpt.training import prepare  # noqa: E402
+from mlx_gpt.training.evaluation import estimate_loss  # noqa: E402
 from mlx_gpt.training.samples import SAMPLE_SHARE, Samples  # noqa: E402
-from mlx_gpt.training.step import estimate_loss  # noqa: E402
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.utils import checkpoint
 
+from mlx_gpt.attention import CHUNK, causal_attention
+
 
 class ConfigDict:
     """One `from_dict` for every config dataclass (GPTConfig here, TrainConfig in
@@ -132,6 +134,10 @@ class CausalSelfAttention(nn.Module):
                 att = att + mask
             att = self.attn_dropout(mx.softmax(att, axis=-1))
             y = att @ v  # (B, n_head, T, head_size)
+        elif self.training and cache is None and T > CHUNK:
+            # Training at a long block: attention a block of queries at a time, with a
+            # backward pass that keeps no (T, T) weights (attention.py).
+            y = causal_attention(scale)(q, k, v)
         else:
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble the heads: (B, T, C)
@@ -200,6 +206,10 @@ class GPT(nn.Module):
                 module.bias = mx.zeros_like(module.bias)
 
     def __call__(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        return self.head(self.features(idx, cache))  # (B, T, vocab_size)
+
+    def features(self, idx: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        """What the head reads: the final LayerNorm's output, (B, T, C)."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
@@ -213,10 +223,20 @@ class GPT(nn.Module):
                 x = checkpoint(block)(x)  # recomputed in the backward pass, not kept
             else:
                 x = block(x, cache[i] if cache else None)
-        x = self.ln_f(x)
+        return self.ln_f(x)
+
+    def head(self, x: mx.array) -> mx.array:
         if self.config.tie_embeddings:
             return self.wte.as_linear(x)  # (B, T, vocab_size)
         return self.lm_head(x)  # (B, T, vocab_size)
+
+    def head_matrix(self) -> mx.array | None:
+        """The (vocab_size, C) matrix whose product with the features is the logits, when
+        that is all the head does (tied, or an lm_head without bias); for a loss that
+        folds the head in (losses.py). None otherwise."""
+        if self.config.tie_embeddings:
+            return self.wte.weight
+        return None if "bias" in self.lm_head else self.lm_head.weight
 
     def make_cache(self, batch: int = 1) -> list[KVCache]:
         c, dtype = self.config, self.wte.weight.dtype  # the cache holds what the weights make

@@ -238,7 +238,7 @@ OTHER_TEXT = "".join(line.lower() + "\n" for line in load_text().splitlines()[::
 def test_init_from_starts_at_the_source_models_loss(tiny_run, tmp_path, cli):
     from mlx_gpt.config import TrainConfig
     from mlx_gpt.data.tokens import Splits
-    from mlx_gpt.training.step import estimate_loss
+    from mlx_gpt.training.evaluation import estimate_loss
 
     source, _ = tiny_run
     before = tree_digest(source)

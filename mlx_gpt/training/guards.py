@@ -8,6 +8,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
@@ -64,11 +66,25 @@ def memory_budget(max_memory_gb: float | None, device: dict[str, Any] | None = N
     return int(BUDGET_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def limit_metal_memory(budget: int) -> None:
-    """On a Mac GPU, make MLX's allocator fail cleanly at the budget instead of letting
-    the machine swap (which can freeze the whole laptop)."""
-    if sys.platform == "darwin" and mx.metal.is_available():
-        mx.set_memory_limit(budget)
+def limit_memory(budget: int) -> None:
+    """MLX's memory limit at the budget: past it, MLX waits for the work in flight
+    before it allocates more, and on a Mac GPU fails cleanly instead of letting the
+    machine swap (which can freeze the whole laptop)."""
+    mx.set_memory_limit(budget)
+
+
+@contextmanager
+def working_set() -> Iterator[None]:
+    """Inside, MLX's peak counter measures what the work needs, not how far ahead of
+    it MLX ran: with its limit this low, MLX waits for each operation before it
+    allocates the next one's output. Without that, on a CPU, MLX allocates the outputs
+    of most of a step's graph before much of it has run, up to the limit; a run at the
+    budget (limit_memory) stays under it either way. Slower: for trial steps."""
+    previous = mx.set_memory_limit(1)
+    try:
+        yield
+    finally:
+        mx.set_memory_limit(previous)
 
 
 def check_memory(peak: int, budget: int, batch_size: int) -> None:

@@ -25,11 +25,12 @@ from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
 from mlx_gpt.training import guards, signals
 from mlx_gpt.training.corpus import write_scan
 from mlx_gpt.training.estimate import RunTimer
+from mlx_gpt.training.evaluation import EvaluationStopped, estimate_loss
 from mlx_gpt.training.judging import Judges
 from mlx_gpt.training.lock import RunLock
 from mlx_gpt.training.result import TrainResult, steps_record
 from mlx_gpt.training.start import Start
-from mlx_gpt.training.step import EvaluationStopped, build_step, estimate_loss, trial_step
+from mlx_gpt.training.step import build_step, trial_step
 
 Reporter = Callable[[Record], None]
 
@@ -187,11 +188,12 @@ class Loop:
         step's peak memory is checked against the budget before anything long starts."""
         cfg, start = self.cfg, self.start
         budget = guards.memory_budget(cfg.max_memory)
-        guards.limit_metal_memory(budget)
+        guards.limit_memory(budget)
         rng = np.random.default_rng([cfg.seed, 2])  # the training batches' draws are untouched
         x, y = get_batch(start.splits.train, cfg.batch_size, cfg.block_size, rng)
         mx.reset_peak_memory()  # this step's own peak (--micro-batch auto measured others)
-        trial_step(step, start.model, start.optimizer, x, y)
+        with guards.working_set():
+            trial_step(step, start.model, start.optimizer, x, y)
         self.ranks.check(guards.check_memory, mx.get_peak_memory(), budget, cfg.batch_size)
         self.timer.step_s, _ = trial_step(step, start.model, start.optimizer, x, y)
 

@@ -70,7 +70,8 @@ def measure(model, optimizer, cfg: TrainConfig, ranks: Ranks, splits: Splits, si
     x, y = get_batch(splits.train, cfg.batch_size, cfg.block_size, rng)
     mx.clear_cache()
     mx.reset_peak_memory()
-    trial_step(step, model, optimizer, x, y)
+    with guards.working_set():
+        trial_step(step, model, optimizer, x, y)
     peak = max(ranks.gather_json(mx.get_peak_memory()))
     mx.clear_cache()
     return peak

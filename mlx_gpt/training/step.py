@@ -1,4 +1,4 @@
-"""One optimizer step, and the evaluation between steps.
+"""One optimizer step (the evaluation between steps is evaluation.py's).
 
 The step is gpt.py's: the batch's mean cross-entropy, its gradient, an AdamW update.
 It comes in two forms that give the same update up to float rounding:
@@ -18,28 +18,30 @@ It comes in two forms that give the same update up to float rounding:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 
 from mlx_gpt import checkpoint
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.data.tokens import Splits, get_batch
 from mlx_gpt.dtypes import dtype_named
 from mlx_gpt.errors import UserError
+from mlx_gpt.losses import head_cross_entropy
 from mlx_gpt.model import GPT
 from mlx_gpt.ranks import Ranks
 
 
 def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:
-    logits = model(x)  # (B, T, vocab_size)
     # The softmax and the cross-entropy in float32 whatever the compute dtype: a bf16
     # log-sum-exp over 50,257 logits loses the small differences the loss is made of.
+    features = model.features(x)  # (B, T, C)
+    matrix = model.head_matrix()
+    if matrix is not None:  # the logits a block of rows at a time (losses.py)
+        return head_cross_entropy(features, matrix, y)
+    logits = model.head(features)  # (B, T, vocab_size)
     return nn.losses.cross_entropy(logits.astype(mx.float32), y, reduction="mean")
 
 
@@ -128,9 +130,11 @@ class AccumulatingStep:
     """step(x, y) -> the global batch's mean loss (a float), the update applied.
 
     Each micro-batch's loss and gradient is one compiled call, evaluated before the next
-    (memory holds one micro-batch's activations); the sums then go through a second
-    compiled call that averages over ranks, clips and updates, evaluated under the
-    ranks' watchdog (it waits for the other ranks)."""
+    (memory holds one micro-batch's activations). The sums then go through a second
+    compiled call that averages them over the ranks and finds the clipping factor,
+    evaluated under the ranks' watchdog (it waits for the other ranks); and AdamW
+    updates the weights one at a time (optimizer.py: update_in_parts), so that memory
+    never holds two copies of the whole model and its moments."""
 
     def __init__(
         self,
@@ -152,21 +156,27 @@ class AccumulatingStep:
         )
         parts = ranks.size * grad_accum
 
-        def apply(loss: mx.array, grads):
-            # the sums over this rank's micro-batches -> the mean over every micro-batch
-            grads = tree_map(lambda g: g / grad_accum, grads)
-            grads = nn.average_gradients(grads, group=ranks.group) if ranks.size > 1 else grads
+        def reduce(loss: mx.array, grads):
+            """The global batch's mean loss, this step's gradients (the sums over the
+            ranks' micro-batches, averaged over the ranks), and the factor that makes
+            them the mean over every micro-batch, clipped as optim.clip_grad_norm does.
+            With one rank the sums stay as they are (no copy) and the factor does it."""
+            if ranks.size > 1:
+                grads = nn.average_gradients(grads, group=ranks.group)
             loss = ranks.all_sum(loss) / parts
+            scale = mx.array(1.0 / grad_accum)
             if grad_clip > 0:
-                grads, _ = optim.clip_grad_norm(grads, grad_clip)
-            optimizer.update(model, grads)
-            return loss
+                squares = [(g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grads)]
+                norm = mx.sqrt(sum(squares)) / grad_accum
+                scale = mx.where(norm < grad_clip, scale, scale * grad_clip / (norm + 1e-6))
+            return loss, grads, scale
 
-        update_state = [model.state, optimizer.state]
-        self._apply = mx.compile(apply, inputs=update_state, outputs=update_state)
-        self._state = update_state
+        self._reduce = mx.compile(reduce)
+        self.model, self.optimizer = model, optimizer
 
-    def __call__(self, x: mx.array, y: mx.array) -> float:
+    def __call__(self, x: mx.array, y: mx.array, commit: bool = True) -> float:
+        """The step; with commit False, all of it but the weights and moments it would
+        write (trial_step: its memory, with nothing to undo but the random state)."""
         loss_sum, grad_sum = None, None
         for micro_x, micro_y in my_micro_batches(x, y, self.ranks, self.grad_accum):
             loss, grads = self._grad(micro_x, micro_y)
@@ -176,7 +186,9 @@ class AccumulatingStep:
                 loss_sum = loss_sum + loss
                 grad_sum = tree_map(mx.add, grad_sum, grads)
             mx.eval(loss_sum, grad_sum)  # one micro-batch at a time
-        loss = self.ranks.run(lambda: [self._apply(loss_sum, grad_sum), *self._state])[0]
+        loss, grads, scale = self.ranks.run(self._reduce, loss_sum, grad_sum)
+        del grad_sum  # with several ranks, the averages replace the sums
+        self.optimizer.update_in_parts(self.model, grads, scale, commit)
         return loss.item()
 
 
@@ -198,75 +210,27 @@ def build_step(model: GPT, optimizer: optim.Optimizer, cfg: TrainConfig, ranks: 
     return AccumulatingStep(model, optimizer, cfg.grad_clip, ranks, cfg.grad_accum, dtype)
 
 
-class EvaluationStopped(Exception):
-    """Raised between two evaluation batches when a stop was asked for: the evaluation is
-    abandoned and nothing of it is recorded."""
-
-
-def estimate_loss(
-    model: GPT,
-    splits: Splits,
-    cfg: TrainConfig,
-    ranks: Ranks | None = None,
-    *,
-    on_batch: Callable[[str, int, int], None] | None = None,
-    stop: Callable[[], bool] | None = None,
-) -> dict[str, float]:
-    """Mean loss of each split over eval_iters batches, dropout off.
-
-    Every evaluation draws the same batches (a generator seeded afresh), so points on
-    the loss curve differ by the model alone, and evaluating draws nothing from the
-    training batch stream (a resumed run sees the same batches as an unbroken one).
-    With several ranks, each computes every ranks.size-th batch and the sums are added.
-    Each batch goes through the model a micro-batch at a time (--grad-accum parts), so
-    an evaluation needs no more memory than a step.
-
-    After each batch, on_batch(split, batches done, eval_iters) reports progress (the
-    loss is on the host already, so this costs nothing) and stop() may end the
-    evaluation with EvaluationStopped. With several ranks, stop() must give every rank
-    the same answer at the same batch (Ranks.agree_to_stop).
-    """
-    ranks = ranks or Ranks()
-    model.eval()
-    rng = np.random.default_rng([cfg.seed, 1])
-    n = ranks.size * cfg.grad_accum  # micro-batches per batch
-    out = {}
-    try:
-        for name in ("train", "val"):
-            data = getattr(splits, name)
-            total = 0.0
-            for i in range(cfg.eval_iters):
-                x, y = get_batch(data, cfg.batch_size, cfg.block_size, rng)  # every rank draws all
-                if i % ranks.size == ranks.rank:
-                    parts = zip(mx.split(x, n), mx.split(y, n), strict=True)
-                    total += sum(loss_fn(model, *part).item() for part in parts) / n
-                if on_batch:
-                    on_batch(name, i + 1, cfg.eval_iters)
-                if stop and stop():
-                    raise EvaluationStopped
-            if ranks.size > 1:
-                total = ranks.run(lambda t=total: ranks.all_sum(mx.array(t))).item()
-            out[name] = total / cfg.eval_iters
-    finally:
-        model.train()
-    return out
-
-
 def trial_step(step, model: nn.Module, optimizer: optim.Optimizer, x, y) -> tuple[float, float]:
     """Run `step` on (x, y) and undo it: the weights, the optimizer state and the random
     state are put back as they were, so the run goes on as if it had not happened.
     Returns the step's seconds (compilation included) and its loss.
 
-    MLX arrays are immutable, so keeping references to the old ones is a snapshot. They
-    go back into the same containers, since the compiled step holds those."""
-    params = tree_map(lambda a: a, model.parameters())
-    moments = tree_map(lambda a: a, optimizer.state)
+    AccumulatingStep can leave the weights and moments as they are itself, so its trial
+    holds no second copy of them and measures the memory a real step needs. For the
+    single compiled step, MLX arrays are immutable, so keeping references to the old
+    ones is a snapshot. They go back into the same containers, since the compiled step
+    holds those."""
     key = checkpoint.rng_key()
     start = time.perf_counter()
-    loss = step(x, y)
+    if isinstance(step, AccumulatingStep):
+        loss = step(x, y, commit=False)
+    else:
+        params = tree_map(lambda a: a, model.parameters())
+        moments = tree_map(lambda a: a, optimizer.state)
+        loss = step(x, y)
+        model.update(params)
+        optimizer.state.clear()
+        optimizer.state.update(moments)
     seconds = time.perf_counter() - start
-    model.update(params)
-    optimizer.state.clear()
-    optimizer.state.update(moments)
     checkpoint.restore_rng_key(key)
     return seconds, loss

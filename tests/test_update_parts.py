@@ -1,0 +1,39 @@
+"""AdamW a weight at a time (AccumulatingStep's update) is AdamW's one-piece update."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten, tree_map
+
+from mlx_gpt.config import TrainConfig
+from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.training.optimizer import make_optimizer
+
+CONFIG = GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+
+
+@pytest.mark.parametrize("decay_matrices_only", [True, False])
+def test_a_weight_at_a_time_is_the_one_piece_update(decay_matrices_only):
+    cfg = TrainConfig(learning_rate=1e-2, warmup_iters=2, lr_decay_iters=5, min_lr=1e-3,
+                      weight_decay=0.1, decay_matrices_only=decay_matrices_only)  # fmt: skip
+    mx.random.seed(0)
+    whole, parts = GPT(CONFIG), GPT(CONFIG)
+    parts.update(whole.parameters())
+    opt_whole, opt_parts = make_optimizer(cfg), make_optimizer(cfg)
+    for opt, model in ((opt_whole, whole), (opt_parts, parts)):
+        opt.init(model.trainable_parameters())
+    for step in range(4):  # the warm-up, the cosine and the bias correction move each step
+        grads = tree_map(lambda p: mx.random.normal(p.shape), whole.trainable_parameters())
+        scale = mx.array(0.5 + step)
+        opt_whole.update(whole, tree_map(lambda g, s=scale: g * s, grads))
+        opt_parts.update_in_parts(parts, grads, scale)
+        mx.eval(whole.parameters(), opt_whole.state)
+    ours, theirs = dict(tree_flatten(parts.parameters())), dict(tree_flatten(whole.parameters()))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_allclose(np.array(ours[name]), np.array(theirs[name]), atol=1e-6)
+    assert float(np.abs(np.array(ours["h.0.mlp.c_fc.weight"])).sum()) != 0.0
+    states = [dict(tree_flatten(o.state)) for o in (opt_parts, opt_whole)]
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        np.testing.assert_allclose(np.array(states[0][name]), np.array(states[1][name]), atol=1e-6)
