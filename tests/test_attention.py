@@ -61,7 +61,8 @@ def test_block_loss_has_the_plain_losss_value_and_gradients(monkeypatch):
         np.testing.assert_allclose(np.array(ours), 2.0 * np.array(theirs), atol=1e-6)
 
 
-def test_a_model_in_training_has_the_gradients_of_the_plain_model(monkeypatch):
+@pytest.mark.parametrize("checkpoint_blocks", [False, True])
+def test_a_model_in_training_has_the_gradients_of_the_plain_model(monkeypatch, checkpoint_blocks):
     # 300 positions: attention in 3 blocks; 97 tokens, tied: the loss in blocks of 50 rows
     monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * 97 * 50)
     mx.random.seed(2)
@@ -74,6 +75,7 @@ def test_a_model_in_training_has_the_gradients_of_the_plain_model(monkeypatch):
         return nn.losses.cross_entropy(model(x), y, reduction="mean")
 
     model.train()
+    model.checkpoint_blocks = checkpoint_blocks  # the blocks recomputed, attention and all
     loss, grads = nn.value_and_grad(model, loss_fn)(model, x, y)
     model.eval()
     expected_loss, expected = nn.value_and_grad(model, plain)(model, x, y)
