@@ -130,6 +130,39 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+MAC_RAM_GB = (8, 16, 24, 36, 64)
+METAL_SHARE = 0.75  # of RAM that Metal recommends as a working set: an assumption, see README
+BUDGET_SHARE = 0.8  # of that, training's default budget (guards.memory_budget)
+
+
+def fits_table(rows: list[dict]) -> list[str]:
+    """What fits a Mac, from MLX's measured peaks: per case, a straight line through the
+    smallest and largest micro-batch measured (peak = fixed + per sequence x micro),
+    and the largest power-of-two micro-batch under each Mac's default budget."""
+    lines = []
+    for case in CASES:
+        # MLX's counter holds everything (weights, moments, gradients); the step RSS of
+        # a PyTorch row leaves out the weights and moments made before it.
+        points = sorted((r["micro"], r["mlx_peak_mb"]) for r in rows
+                        if r["case"] == case and r.get("mlx_peak_mb"))  # fmt: skip
+        if len(points) < 2:
+            continue
+        (m0, p0), (m1, p1) = points[0], points[-1]
+        per_seq = (p1 - p0) / (m1 - m0)
+        fixed = p0 - per_seq * m0
+        cells = []
+        for ram in MAC_RAM_GB:
+            budget = BUDGET_SHARE * METAL_SHARE * ram * 1024
+            micro = 0
+            while fixed + per_seq * 2 ** (micro.bit_length()) <= budget and micro < 512:
+                micro = 2 ** (micro.bit_length())
+            cells.append(str(micro) if micro else "-")
+        lines.append(f"{case:<14} {fixed:>7,.0f} MB + {per_seq:>6,.0f} MB x micro | "
+                     + "  ".join(f"{ram} GB: {c:>3}" for ram, c in zip(MAC_RAM_GB, cells,
+                                                                       strict=True)))  # fmt: skip
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--micro", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -139,10 +172,16 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip a case past this")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per case")
     parser.add_argument("--json", help="write the rows here too")
+    parser.add_argument("--fits", nargs="+", metavar="JSON",
+                        help="only print what fits a Mac, from saved --json results")  # fmt: skip
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's one case
     args = parser.parse_args()
     if args.case:
         return worker(args)
+    if args.fits:
+        rows = [r for f in args.fits for r in json.loads(Path(f).read_text())["rows"]]
+        print("\n".join(fits_table(rows)))
+        return None
     rows = []
     print(f"{cpu_name()}, {os.cpu_count()} cores; GPT-2 124M, block {args.block_size}")
     print(f"{'case':<14} {'micro':>5} {'step RSS':>9} {'MLX peak':>9} {'ms/step':>9}")
@@ -171,6 +210,7 @@ def main() -> None:
                 too_big.add(case)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
+    print("\n".join(fits_table(rows)))
 
 
 if __name__ == "__main__":
