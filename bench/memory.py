@@ -15,7 +15,7 @@ and prints, per row, the resident memory that the step added to the process (pea
 minus RSS before the first step), MLX's own peak counter where there is one, and
 ms/step (the last of --steps, after the compiling first; none for bf16).
 
-MLX's step is the one a gpt2 run takes (AccumulatingStep: AdamW a weight at a time),
+MLX's step is the one a gpt2 run takes (AccumulatingStep: AdamW a part at a time),
 and its memory is that of the first step measured as --micro-batch auto measures it,
 with MLX allocating no further ahead than the work (guards.working_set): without that,
 MLX on a CPU allocates much of a step's graph before it runs, up to its memory limit,

@@ -1,4 +1,5 @@
-"""AdamW a weight at a time (AccumulatingStep's update) is AdamW's one-piece update."""
+"""AdamW a part of the model at a time (AccumulatingStep's update) is AdamW's one-piece
+update, whatever the parts."""
 
 import mlx.core as mx
 import numpy as np
@@ -7,13 +8,16 @@ from mlx.utils import tree_flatten, tree_map
 
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.training import optimizer
 from mlx_gpt.training.optimizer import make_optimizer
 
 CONFIG = GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
 
 
 @pytest.mark.parametrize("decay_matrices_only", [True, False])
-def test_a_weight_at_a_time_is_the_one_piece_update(decay_matrices_only):
+@pytest.mark.parametrize("part_bytes", [1, 3000, 2**30])  # a weight, a few, all in one
+def test_an_update_in_parts_is_the_one_piece_update(monkeypatch, decay_matrices_only, part_bytes):
+    monkeypatch.setattr(optimizer, "PART_BYTES", part_bytes)
     cfg = TrainConfig(learning_rate=1e-2, warmup_iters=2, lr_decay_iters=5, min_lr=1e-3,
                       weight_decay=0.1, decay_matrices_only=decay_matrices_only)  # fmt: skip
     mx.random.seed(0)
