@@ -57,9 +57,12 @@ def causal_attention(scale: float, chunk: int = CHUNK):
 
     @attention.vjp
     def attention_vjp(primals, cotangents, outputs):
-        q, k, v = primals
         d_out = cotangents[0]  # the log-sum-exp is bookkeeping: nothing downstream uses it
-        out, lse = outputs
+        # The weights are recomputed from inputs that wait for the cotangent. Without
+        # that, mx.compile sees the same scores computed from the same q and k as in the
+        # forward pass, merges the two, and keeps every block's scores from the forward
+        # pass to the backward one: (T, T) a head a layer, what this function avoids.
+        q, k, v, out, lse = mx.depends([*primals, *outputs], [d_out])
         t = q.shape[2]
         d_qs, d_k, d_v = [], mx.zeros(k.shape, mx.float32), mx.zeros(v.shape, mx.float32)
         for start, end in _blocks(t, chunk):

@@ -19,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.utils import checkpoint
 
+from mlx_gpt.activations import ACTIVATIONS
 from mlx_gpt.attention import CHUNK, causal_attention
 
 
@@ -46,10 +47,6 @@ class GPTConfig(ConfigDict):
     bias: bool = True  # False: no bias in any Linear or LayerNorm (nanoGPT's bias=False)
     tie_embeddings: bool = False  # lm_head is wte's matrix, without a bias (GPT-2)
     norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2's layer_norm_epsilon)
-
-
-# mlx.nn's own functions; gelu_approx is GPT-2's tanh approximation
-ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu, "gelu_tanh": nn.gelu_approx}
 
 
 class KVCache:

@@ -19,6 +19,22 @@ def plain_attention(q, k, v, scale):
     return mx.softmax(q @ k.swapaxes(-1, -2) * scale + causal_mask(t), axis=-1) @ v
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_block_attention_keeps_no_scores_between_the_passes(compiled):
+    # A backward pass that recomputed the scores from q and k as the forward pass did
+    # kept 2.6 queries' worth a call here; compiled, where MLX merged the two, every
+    # block's scores, (T, T) / 2 a head: 8.3 queries' worth.
+    from test_activations import memory_kept_per_call
+
+    attention = causal_attention(0.125, 128)
+    q = mx.random.normal((1, 4, 768, 64))  # queries, keys and values alike: 0.75 MB
+
+    def call(q):
+        return attention(q, q, q)
+
+    assert memory_kept_per_call(call, q, compiled) <= 2 * q.nbytes  # q, the output, lse
+
+
 @pytest.mark.parametrize("t", [128, 300])  # one block, and blocks with a ragged last one
 def test_block_attention_has_the_plain_forms_values_and_gradients(t):
     mx.random.seed(0)
