@@ -38,8 +38,10 @@ def _summed_loss(h: mx.array, w: mx.array, y: mx.array):
         if d_hs:
             # The graph is lazy: without this, evaluation may compute every block's
             # logits before any block's gradients, and hold them all. A block starts
-            # once the one before it is done, so one block's logits are alive at a time.
-            h_c = mx.depends(h_c, [d_hs[-1], d_w])
+            # once the one before it is done, its loss included (the running total
+            # reads the logits too: left to the end, it kept every block's, 206 MB a
+            # sequence), so one block's logits are alive at a time.
+            h_c = mx.depends(h_c, [d_hs[-1], d_w, total])
         logits = (h_c @ w.T).astype(mx.float32)  # (rows, vocab)
         lse = mx.logsumexp(logits, axis=-1, keepdims=True)
         total = total + (lse.squeeze(-1) - mx.take_along_axis(logits, y_c[:, None], -1)[:, 0]).sum()

@@ -77,6 +77,30 @@ def test_block_loss_has_the_plain_losss_value_and_gradients(monkeypatch):
         np.testing.assert_allclose(np.array(ours), 2.0 * np.array(theirs), atol=1e-6)
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_block_loss_memory_does_not_grow_with_the_logits_of_the_batch(monkeypatch, compiled):
+    # The running total reads each block's logits; left unevaluated to the end, it kept
+    # every block's logits alive: the peak grew by the logits of every row added.
+    from mlx_gpt.training import guards
+
+    monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * 5000 * 100)  # blocks of 100 rows
+    w = mx.random.normal((5000, 64)) * 0.02
+
+    def peak(rows: int) -> int:
+        h, y = mx.random.normal((rows, 64)), mx.random.randint(0, 5000, (rows,))
+        grad = mx.grad(lambda h, w: losses.head_cross_entropy(h, w, y), argnums=(0, 1))
+        grad = mx.compile(grad) if compiled else grad
+        mx.eval(h, w, y)
+        mx.reset_peak_memory()
+        before = mx.get_active_memory()
+        with guards.working_set():
+            mx.eval(grad(h, w))
+        return mx.get_peak_memory() - before
+
+    added_logits = 4 * 5000 * (1200 - 400)  # the float32 logits of the rows added
+    assert peak(1200) - peak(400) < 0.25 * added_logits
+
+
 @pytest.mark.parametrize("checkpoint_blocks", [False, True])
 def test_a_model_in_training_has_the_gradients_of_the_plain_model(monkeypatch, checkpoint_blocks):
     # 300 positions: attention in 3 blocks; 97 tokens, tied: the loss in blocks of 50 rows
