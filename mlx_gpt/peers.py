@@ -12,6 +12,8 @@ from mlx_gpt.errors import PeerLost
 
 # stderr as it was before quiet_ring_messages (the watchdog writes its line there)
 _stderr_fd = 2
+# what drain() writes through the filter to learn that the lines before it are out
+_DRAINED = b"\0mlx-gpt: drained\n"
 
 
 def quiet_ring_messages() -> None:
@@ -25,19 +27,27 @@ def quiet_ring_messages() -> None:
     os.dup2(write_end, 2)
     os.close(write_end)
 
+    drained = threading.Event()
+
     def pump() -> None:
         with os.fdopen(read_end, "rb") as src:
             for line in src:
-                if not line.startswith(b"[ring]"):
+                if line.endswith(_DRAINED):  # a C++ write may have run into it
+                    line = line[: -len(_DRAINED)]
+                    drained.set()
+                if line and not line.startswith(b"[ring]"):
                     os.write(_stderr_fd, line)
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
 
-    def drain() -> None:  # at exit, pass on the last lines before the process ends
+    def drain() -> None:
+        """At exit, wait until the pump has passed on every line written so far. The
+        filter stays in place to the end: the ring's threads outlive this handler and
+        still write as the process ends (a lost peer's "[ring] Sending ... failed")."""
         sys.stderr.flush()
-        os.dup2(_stderr_fd, 2)  # this closes the pipe's last writer, so the pump sees the end
-        thread.join(timeout=2)
+        os.write(2, _DRAINED)
+        drained.wait(timeout=2)
 
     atexit.register(drain)
 

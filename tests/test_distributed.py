@@ -190,6 +190,25 @@ def test_kill_9_of_rank_1_stops_rank_0_with_latest_intact(tmp_path):
     assert model.num_params() > 0
 
 
+LATE_RING_LINES = """
+import atexit, os, sys
+# atexit runs its handlers last in, first out: this one runs after the filter's own,
+# as the ring's C++ threads write while the process ends
+atexit.register(os.write, 2, b"[ring] Sending to socket 5 failed with errno 32\\n")
+from mlx_gpt.peers import quiet_ring_messages
+quiet_ring_messages()
+os.write(2, b"[ring] Socket 4 was closed by the peer\\n")
+print("error: rank 0: lost rank 1", file=sys.stderr)
+sys.exit(5)
+"""
+
+
+def test_the_ring_lines_written_as_the_process_ends_stay_off_stderr():
+    done = subprocess.run([sys.executable, "-c", LATE_RING_LINES], capture_output=True, cwd=ROOT)
+    assert done.returncode == 5
+    assert done.stderr == b"error: rank 0: lost rank 1\n"
+
+
 def test_a_batch_that_does_not_divide_stops_every_rank(tmp_path):
     outs = [tmp_path / "rank0", tmp_path / "rank1"]
     results = run_ranks(tmp_path, lambda r: [*TINY, "--batch-size", "7", "--out-dir", str(outs[r])])
