@@ -231,7 +231,7 @@ class TrainConfig(ConfigDict):
     dtype: str = setting(
         "float32",
         "Compute dtype: float32 or bfloat16 (the weights and AdamW's moments stay float32; "
-        "the loss is taken in float32); auto: bfloat16 on a GPU or a CPU with bf16 units.",
+        "the loss is taken in float32); auto: bfloat16 on a GPU, float32 on a CPU.",
         RUNTIME,
     )
     activation_checkpointing: bool = setting(
