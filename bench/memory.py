@@ -1,6 +1,6 @@
 """The memory table: the peak memory of one full GPT-2 (124M) training step.
 
-    python bench/memory.py [--micro 1 2 4 8] [--block-size 1024] [--steps 2]
+    python bench/memory.py [--micro 1 2 4 8] [--block-size 1024] [--steps 2] [--n-layer 12]
 
 For each micro-batch (sequences of --block-size tokens) it runs, each in a process of
 its own so that one peak does not hide another:
@@ -121,6 +121,7 @@ def torch_case(micro: int, block: int, steps: int) -> dict:
 
 
 def worker(args) -> None:
+    GPT2["n_layer"] = args.n_layer
     if args.case == "mlx bf16":
         args.steps = 1  # memory only: a CPU without bf16 units takes minutes a sequence
     if args.case == "torch fp32":
@@ -167,6 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--micro", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--block-size", type=int, default=1024)
+    parser.add_argument("--n-layer", type=int, default=12,
+                        help="fewer blocks, to see what a block costs (GPT-2 has 12)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip a case past this")
@@ -183,14 +186,18 @@ def main() -> None:
         print("\n".join(fits_table(rows)))
         return None
     rows = []
-    print(f"{cpu_name()}, {os.cpu_count()} cores; GPT-2 124M, block {args.block_size}")
+    print(
+        f"{cpu_name()}, {os.cpu_count()} cores; GPT-2 124M, block {args.block_size}, "
+        f"{args.n_layer} layers"
+    )
     print(f"{'case':<14} {'micro':>5} {'step RSS':>9} {'MLX peak':>9} {'ms/step':>9}")
     too_big: set[str] = set()
     for micro in args.micro:
         for case in args.cases:
             if case in too_big:
                 continue
-            size = ["--micro", str(micro), "--block-size", str(args.block_size)]
+            size = ["--micro", str(micro), "--block-size", str(args.block_size),
+                    "--n-layer", str(args.n_layer)]  # fmt: skip
             command = [sys.executable, __file__, "--case", case, *size, "--steps", str(args.steps)]
             try:
                 out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
