@@ -21,6 +21,7 @@ from mlx.nn.utils import checkpoint
 
 from mlx_gpt.activations import ACTIVATIONS
 from mlx_gpt.attention import CHUNK, causal_attention
+from mlx_gpt.linear import Linear
 
 
 class ConfigDict:
@@ -104,8 +105,8 @@ class CausalSelfAttention(nn.Module):
         self.head_size = config.n_embd // config.n_head
         # query, key and value of every head in one matmul; the lecture's heads have no bias
         qkv_bias = config.qkv_bias and config.bias
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=qkv_bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=qkv_bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -144,8 +145,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
         self.activation = ACTIVATIONS[config.activation]
 
@@ -181,7 +182,7 @@ class GPT(nn.Module):
         self.h = [Block(config) for _ in range(config.n_layer)]
         self.ln_f = layer_norm(config)
         if not config.tie_embeddings:  # tied, the logits are x @ wte.weight.T (no bias)
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
+            self.lm_head = Linear(config.n_embd, config.vocab_size, bias=config.bias)
         # Training sets this (--activation-checkpointing): each block's activations are
         # then recomputed in the backward pass instead of kept. Not a parameter: a bool.
         # The recomputation draws new dropout masks, so it needs dropout 0 (config.py).

@@ -101,6 +101,27 @@ def test_block_loss_memory_does_not_grow_with_the_logits_of_the_batch(monkeypatc
     assert peak(1200) - peak(400) < 0.25 * added_logits
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_block_loss_sums_the_heads_gradient_in_place(monkeypatch, compiled):
+    # Each block adds its share of the head's gradient, a (vocab, C) array as large as
+    # the head. Added as a new array, two such sums and the share were alive at once.
+    from mlx_gpt.training import guards
+
+    vocab, c = 20_000, 256
+    monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * vocab * 50)  # 8 blocks of 50 rows
+    w, h = mx.random.normal((vocab, c)) * 0.02, mx.random.normal((400, c))
+    y = mx.random.randint(0, vocab, (400,))
+    grad = mx.grad(lambda h, w: losses.head_cross_entropy(h, w, y), argnums=(0, 1))
+    grad = mx.compile(grad) if compiled else grad
+    mx.eval(h, w, y)
+    mx.reset_peak_memory()
+    before = mx.get_active_memory()
+    with guards.working_set():
+        mx.eval(grad(h, w))
+    heads_gradient = 4 * vocab * c
+    assert mx.get_peak_memory() - before < 1.8 * heads_gradient
+
+
 @pytest.mark.parametrize("checkpoint_blocks", [False, True])
 def test_a_model_in_training_has_the_gradients_of_the_plain_model(monkeypatch, checkpoint_blocks):
     # 300 positions: attention in 3 blocks; 97 tokens, tied: the loss in blocks of 50 rows

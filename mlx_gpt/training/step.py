@@ -23,12 +23,13 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from mlx_gpt import checkpoint
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.dtypes import dtype_named
 from mlx_gpt.errors import UserError
+from mlx_gpt.linear import matmul_weights
 from mlx_gpt.losses import head_cross_entropy
 from mlx_gpt.model import GPT
 from mlx_gpt.ranks import Ranks
@@ -55,9 +56,15 @@ def value_and_grad(model: nn.Module, compute_dtype: mx.Dtype = mx.float32):
     the optimizer to update the float32 masters."""
     if compute_dtype == mx.float32:
         return nn.value_and_grad(model, loss_fn)
+    # The Linear weights are cast inside their products (linear.py), which keeps no
+    # bfloat16 copy of them between the passes; the rest are cast here.
+    in_products = matmul_weights(model)
 
     def loss_of(params, x, y):
-        model.update(tree_map(lambda p: p.astype(compute_dtype), params))
+        cast = [
+            (k, p if k in in_products else p.astype(compute_dtype)) for k, p in tree_flatten(params)
+        ]
+        model.update(tree_unflatten(cast))
         return loss_fn(model, x, y)
 
     grad_of = mx.value_and_grad(loss_of)
