@@ -77,40 +77,12 @@ def test_block_loss_has_the_plain_losss_value_and_gradients(monkeypatch):
         np.testing.assert_allclose(np.array(ours), 2.0 * np.array(theirs), atol=1e-6)
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_block_loss_memory_does_not_grow_with_the_logits_of_the_batch(monkeypatch, compiled):
-    # The running total reads each block's logits; left unevaluated to the end, it kept
-    # every block's logits alive: the peak grew by the logits of every row added.
+def loss_gradient_peak(vocab: int, c: int, rows: int, compiled: bool) -> int:
+    """Bytes at the peak of the blocked loss's gradients, over what was there before."""
     from mlx_gpt.training import guards
 
-    monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * 5000 * 100)  # blocks of 100 rows
-    w = mx.random.normal((5000, 64)) * 0.02
-
-    def peak(rows: int) -> int:
-        h, y = mx.random.normal((rows, 64)), mx.random.randint(0, 5000, (rows,))
-        grad = mx.grad(lambda h, w: losses.head_cross_entropy(h, w, y), argnums=(0, 1))
-        grad = mx.compile(grad) if compiled else grad
-        mx.eval(h, w, y)
-        mx.reset_peak_memory()
-        before = mx.get_active_memory()
-        with guards.working_set():
-            mx.eval(grad(h, w))
-        return mx.get_peak_memory() - before
-
-    added_logits = 4 * 5000 * (1200 - 400)  # the float32 logits of the rows added
-    assert peak(1200) - peak(400) < 0.25 * added_logits
-
-
-@pytest.mark.parametrize("compiled", [False, True])
-def test_block_loss_sums_the_heads_gradient_in_place(monkeypatch, compiled):
-    # Each block adds its share of the head's gradient, a (vocab, C) array as large as
-    # the head. Added as a new array, two such sums and the share were alive at once.
-    from mlx_gpt.training import guards
-
-    vocab, c = 20_000, 256
-    monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * vocab * 50)  # 8 blocks of 50 rows
-    w, h = mx.random.normal((vocab, c)) * 0.02, mx.random.normal((400, c))
-    y = mx.random.randint(0, vocab, (400,))
+    w, h = mx.random.normal((vocab, c)) * 0.02, mx.random.normal((rows, c))
+    y = mx.random.randint(0, vocab, (rows,))
     grad = mx.grad(lambda h, w: losses.head_cross_entropy(h, w, y), argnums=(0, 1))
     grad = mx.compile(grad) if compiled else grad
     mx.eval(h, w, y)
@@ -118,8 +90,28 @@ def test_block_loss_sums_the_heads_gradient_in_place(monkeypatch, compiled):
     before = mx.get_active_memory()
     with guards.working_set():
         mx.eval(grad(h, w))
-    heads_gradient = 4 * vocab * c
-    assert mx.get_peak_memory() - before < 1.8 * heads_gradient
+    return mx.get_peak_memory() - before
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_block_loss_memory_does_not_grow_with_the_logits_of_the_batch(monkeypatch, compiled):
+    # The running total reads each block's logits; left unevaluated to the end, it kept
+    # every block's logits alive: the peak grew by the logits of every row added.
+    monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * 5000 * 100)  # blocks of 100 rows
+    added_logits = 4 * 5000 * (1200 - 400)  # the float32 logits of the rows added
+    grown = loss_gradient_peak(5000, 64, 1200, compiled) - loss_gradient_peak(
+        5000, 64, 400, compiled
+    )
+    assert grown < 0.25 * added_logits
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_block_loss_sums_the_heads_gradient_in_place(monkeypatch, compiled):
+    # Each block adds its share of the head's gradient, a (vocab, C) array as large as
+    # the head. Added as a new array, two such sums and the share were alive at once.
+    monkeypatch.setattr(losses, "LOGITS_BYTES", 4 * 20_000 * 50)  # 8 blocks of 50 rows
+    heads_gradient = 4 * 20_000 * 256
+    assert loss_gradient_peak(20_000, 256, 400, compiled) < 1.8 * heads_gradient
 
 
 @pytest.mark.parametrize("checkpoint_blocks", [False, True])
