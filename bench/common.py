@@ -48,9 +48,9 @@ SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 def _load_cpu_module():
-    """mlx_gpt/cpu.py, loaded by its path: importing the mlx_gpt package would load
+    """mlx_gpt/machine/cpu.py, loaded by its path: importing the mlx_gpt package would load
     OpenBLAS for MLX (linux_blas.py) into the PyTorch workers too."""
-    path = Path(__file__).resolve().parents[1] / "mlx_gpt" / "cpu.py"
+    path = Path(__file__).resolve().parents[1] / "mlx_gpt" / "machine" / "cpu.py"
     spec = importlib.util.spec_from_file_location("mlx_gpt_cpu", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

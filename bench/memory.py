@@ -61,14 +61,14 @@ def mlx_case(case: str, micro: int, block: int, steps: int) -> dict:
     import mlx.core as mx
     import numpy as np
 
-    from mlx_gpt.model import GPT, GPTConfig
-    from mlx_gpt.ranks import Ranks
+    from mlx_gpt.distributed.ranks import Ranks
+    from mlx_gpt.model.gpt import GPT, GPTConfig
     from mlx_gpt.training import guards
     from mlx_gpt.training.optimizer import AdamW
     from mlx_gpt.training.step import AccumulatingStep
 
-    if mlx_gpt.linux_blas.status.problem:  # the reference BLAS would measure nothing useful
-        raise SystemExit(f"MLX without OpenBLAS: {mlx_gpt.linux_blas.status.problem}")
+    if mlx_gpt.machine.linux_blas.status.problem:  # the reference BLAS would measure nothing useful
+        raise SystemExit(f"MLX without OpenBLAS: {mlx_gpt.machine.linux_blas.status.problem}")
     model = GPT(GPTConfig(block_size=block, **GPT2))
     model.checkpoint_blocks = case == "mlx fp32 ckpt"
     optimizer = AdamW(learning_rate=6e-4, betas=[0.9, 0.95], weight_decay=0.1)

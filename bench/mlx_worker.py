@@ -26,11 +26,11 @@ from common import (
     vocab_size,
 )
 
-from mlx_gpt import linux_blas
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.generation import cached_tokens, exact_tokens
-from mlx_gpt.model import GPT
-from mlx_gpt.sampling import Sampler
+from mlx_gpt.generation.decoding import cached_tokens, exact_tokens
+from mlx_gpt.generation.sampling import Sampler
+from mlx_gpt.machine import linux_blas
+from mlx_gpt.model.gpt import GPT
 from mlx_gpt.training.optimizer import make_optimizer
 from mlx_gpt.training.step import make_train_step
 

@@ -1,6 +1,6 @@
 """The same network in PyTorch: the baseline for bench/compare.py and the parity tests.
 
-Parameter names and shapes equal mlx_gpt.model.GPT's (torch's Linear stores (out, in)
+Parameter names and shapes equal mlx_gpt.model.gpt.GPT's (torch's Linear stores (out, in)
 like MLX's), so weights copy key for key. The GPT-2 options are mlx_gpt's: activation,
 qkv_bias, bias (False: none anywhere), tie_embeddings (the head reads wte's matrix; no
 lm_head key). Lives outside the package: mlx_gpt never imports torch.

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlx_gpt.activations import ACTIVATIONS
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import ConfigDict, GPTConfig
+from mlx_gpt.model.activations import ACTIVATIONS
+from mlx_gpt.model.gpt import ConfigDict, GPTConfig
 from mlx_gpt.tokenizer import KINDS, MAX_VOCAB, MIN_BPE_VOCAB
 
 MODEL_FIELDS = (

@@ -29,7 +29,7 @@ from mlx_gpt.config import (
 )
 from mlx_gpt.data.layouts import is_prepared, tokenizer_kind
 from mlx_gpt.errors import UserError
-from mlx_gpt.run import RunFolder, source_run
+from mlx_gpt.runs.folder import RunFolder, source_run
 
 
 def resolve(

@@ -128,7 +128,7 @@ class BPETokenizer:
         tokenizer.json file, or a hub name (default gpt2) through huggingface_hub."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-        from mlx_gpt import hub
+        from mlx_gpt.weights import hub
 
         files = [HF_FILE, "vocab.json", "merges.txt"]
         path = hub.local_or_fetch(source or GPT2_HUB_NAME, files, GPT2_FILES_HINT)

@@ -6,7 +6,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from mlx_gpt.activations import gelu, gelu_tanh
+from mlx_gpt.model.activations import gelu, gelu_tanh
 from mlx_gpt.training import guards
 
 GELUS = [(gelu, nn.gelu), (gelu_tanh, nn.gelu_approx)]

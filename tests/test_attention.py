@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_gpt import losses
-from mlx_gpt.attention import causal_attention
-from mlx_gpt.model import GPT, GPTConfig, causal_mask
+from mlx_gpt.model import losses
+from mlx_gpt.model.attention import causal_attention
+from mlx_gpt.model.gpt import GPT, GPTConfig, causal_mask
 from mlx_gpt.training.optimizer import AdamW
 from mlx_gpt.training.step import loss_fn, make_train_step
 

@@ -204,7 +204,9 @@ def test_info_reports_the_optimized_blas(cli):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS loader is Linux-only")
 def test_importing_mlx_core_first_is_reported_not_hidden(cli):
-    code = "import mlx.core; import mlx_gpt.linux_blas as b; print(b.describe(), b.warning())"
+    code = (
+        "import mlx.core; import mlx_gpt.machine.linux_blas as b; print(b.describe(), b.warning())"
+    )
     result = cli("-c", code)
     assert result.returncode == 0, result.stderr
     assert "reference BLAS" in result.stdout and "imported before mlx_gpt" in result.stdout

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mlx_gpt.metrics import read_metrics
-from mlx_gpt.run import RunFolder
+from mlx_gpt.runs.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "train.py")
@@ -195,7 +195,7 @@ import atexit, os, sys
 # atexit runs its handlers last in, first out: this one runs after the filter's own,
 # as the ring's C++ threads write while the process ends
 atexit.register(os.write, 2, b"[ring] Sending to socket 5 failed with errno 32\\n")
-from mlx_gpt.peers import quiet_ring_messages
+from mlx_gpt.distributed.peers import quiet_ring_messages
 quiet_ring_messages()
 os.write(2, b"[ring] Socket 4 was closed by the peer\\n")
 print("error: rank 0: lost rank 1", file=sys.stderr)

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_gpt import checkpoint
 from mlx_gpt.metrics import read_metrics
-from mlx_gpt.run import RunFolder
+from mlx_gpt.runs import checkpoint
+from mlx_gpt.runs.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "train.py")

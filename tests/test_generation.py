@@ -6,9 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gpt.generation import cached_tokens, exact_tokens, generate, stream_generate
-from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.sampling import Sampler, top_k_filter, top_p_filter
+from mlx_gpt.generation.decoding import cached_tokens, exact_tokens, generate, stream_generate
+from mlx_gpt.generation.sampling import Sampler, top_k_filter, top_p_filter
+from mlx_gpt.model.gpt import GPT, GPTConfig
 from mlx_gpt.tokenizer import CharTokenizer
 
 GENERATE = str(Path(__file__).resolve().parents[1] / "generate.py")
@@ -193,7 +193,7 @@ def test_checkpoint_that_does_not_match_its_config(cli, tiny_run, tmp_path):
 
 
 def test_library_never_imports_torch(cli):
-    modules = "mlx_gpt.cli, mlx_gpt.training, mlx_gpt.generation"
+    modules = "mlx_gpt.cli, mlx_gpt.training, mlx_gpt.generation.decoding"
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     result = cli("-c", code)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

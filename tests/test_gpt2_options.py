@@ -11,7 +11,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_gpt.config import TrainConfig, preset_config
-from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.model.gpt import GPT, GPTConfig
 from mlx_gpt.training.optimizer import make_optimizer
 from mlx_gpt.training.step import make_train_step
 
@@ -105,7 +105,7 @@ def test_gpt2_init_scales_the_residual_projections():
     "name, reference", [("relu", nn.relu), ("gelu", nn.gelu), ("gelu_tanh", nn.gelu_approx)]
 )
 def test_the_mlp_applies_the_activation_it_is_configured_with(name, reference):
-    from mlx_gpt.model import MLP
+    from mlx_gpt.model.gpt import MLP
 
     mx.random.seed(0)
     mlp = MLP(GPTConfig(**{**TINY, "activation": name}))

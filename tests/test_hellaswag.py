@@ -11,7 +11,7 @@ from test_faults import one_line_error
 from mlx_gpt.data.text import load_text
 from mlx_gpt.evals.hellaswag import evaluate, read_examples
 from mlx_gpt.metrics import read_metrics
-from mlx_gpt.run import RunFolder
+from mlx_gpt.runs.folder import RunFolder
 from mlx_gpt.tokenizer import BPETokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

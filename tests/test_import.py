@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from mlx_gpt.data.text import load_text
+from mlx_gpt.generation.sampling import Sampler
 from mlx_gpt.metrics import read_metrics
-from mlx_gpt.run import RunFolder
-from mlx_gpt.sampling import Sampler
+from mlx_gpt.runs.folder import RunFolder
 
 torch = pytest.importorskip("torch")
 
@@ -68,7 +68,7 @@ def test_gpt2_logits_match_transformers(hf_gpt2, imported_gpt2):
 
 
 def test_gpt2_greedy_samples_match_transformers(hf_gpt2, imported_gpt2):
-    from mlx_gpt.generation import cached_tokens
+    from mlx_gpt.generation.decoding import cached_tokens
 
     _, hf_model = hf_gpt2
     model, _ = RunFolder(imported_gpt2).load_model()

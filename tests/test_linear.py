@@ -1,13 +1,13 @@
 """bf16 compute on float32 weights: the Linear weights are cast inside their products
-(mlx_gpt/linear.py), with the results of casting them up front and less memory."""
+(mlx_gpt/model/linear.py), with the results of casting them up front and less memory."""
 
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_gpt.linear import Linear
-from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.model.gpt import GPT, GPTConfig
+from mlx_gpt.model.linear import Linear
 from mlx_gpt.training import guards, step
 from mlx_gpt.training.step import value_and_grad
 

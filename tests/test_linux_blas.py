@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_gpt import linux_blas
+from mlx_gpt.machine import linux_blas
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
@@ -24,7 +24,7 @@ MATMUL_CHECK = """
 import mlx_gpt
 import mlx.core as mx
 import numpy as np
-from mlx_gpt import linux_blas
+from mlx_gpt.machine import linux_blas
 
 rng = np.random.default_rng(0)
 a = rng.standard_normal((300, 500), dtype=np.float32) / 500**0.5

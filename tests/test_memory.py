@@ -11,10 +11,10 @@ import pytest
 from mlx.utils import tree_flatten
 from test_faults import one_line_error
 
-from mlx_gpt import checkpoint
 from mlx_gpt.data.tokens import get_batch
+from mlx_gpt.distributed.ranks import Ranks
 from mlx_gpt.metrics import read_metrics
-from mlx_gpt.ranks import Ranks
+from mlx_gpt.runs import checkpoint
 from mlx_gpt.settings import resolve
 from mlx_gpt.training import Loop, micro, prepare
 from mlx_gpt.training.step import build_step, value_and_grad
@@ -168,10 +168,10 @@ def test_micro_batch_and_dtype_errors_are_one_line_exit_2(cli, tmp_path, flags, 
 
 
 def test_auto_dtype_is_bf16_only_on_a_gpu_even_with_cpu_bf16_units(monkeypatch, tmp_path):
-    import mlx_gpt.cpu
+    import mlx_gpt.machine.cpu
     from mlx_gpt.settings import auto_dtype
 
-    monkeypatch.setattr(mlx_gpt.cpu, "native_bf16", lambda: True)
+    monkeypatch.setattr(mlx_gpt.machine.cpu, "native_bf16", lambda: True)
     expected = "bfloat16" if mx.default_device() == mx.gpu else "float32"
     assert auto_dtype() == expected
     assert resolve("gpt2", None, {"out_dir": str(tmp_path)}).dtype == expected

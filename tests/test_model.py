@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.model.gpt import GPT, GPTConfig
 from mlx_gpt.training.step import loss_fn
 
 TINY = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)

@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten  # noqa: E402
 from torch_gpt import TorchGPT, lr_at, make_optimizer  # noqa: E402
 
 from mlx_gpt.config import TrainConfig, preset_config  # noqa: E402
-from mlx_gpt.model import GPT  # noqa: E402
+from mlx_gpt.model.gpt import GPT  # noqa: E402
 from mlx_gpt.training.optimizer import make_optimizer as make_mlx_optimizer  # noqa: E402
 from mlx_gpt.training.step import make_train_step  # noqa: E402
 

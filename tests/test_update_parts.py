@@ -7,7 +7,7 @@ import pytest
 from mlx.utils import tree_flatten, tree_map
 
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.model.gpt import GPT, GPTConfig
 from mlx_gpt.training import optimizer
 from mlx_gpt.training.optimizer import make_optimizer
 

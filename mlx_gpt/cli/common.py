@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import typer
 
-from mlx_gpt.dtypes import DTYPES
 from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
+from mlx_gpt.machine.dtypes import DTYPES
 
 
 def say(line: str) -> None:
@@ -110,7 +110,7 @@ DTYPE = typer.Option(
 
 def apply_threads(threads: int) -> None:
     """--threads: OpenBLAS's thread count for MLX's matmuls (0: every core)."""
-    from mlx_gpt import linux_blas
+    from mlx_gpt.machine import linux_blas
 
     if threads < 0:
         raise UserError("--threads must be >= 0 (0: every core)")
@@ -121,14 +121,14 @@ def apply_threads(threads: int) -> None:
 def environment_line() -> str:
     import mlx.core as mx
 
-    from mlx_gpt import linux_blas
+    from mlx_gpt.machine import linux_blas
 
     return f"device {mx.default_device().type.name} | BLAS: {linux_blas.describe()}"
 
 
 def blas_warning() -> None:
     """One line on stderr when MLX is on its slow reference BLAS: why, and the fix."""
-    from mlx_gpt import linux_blas
+    from mlx_gpt.machine import linux_blas
 
     if message := linux_blas.warning():
         say(f"warning: {message}")

@@ -39,11 +39,11 @@ def hellaswag_command(
 
     Get the file: https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl
     """
-    from mlx_gpt import ranks as distributed
-    from mlx_gpt.dtypes import default_dtype, set_dtype
+    from mlx_gpt.distributed import ranks as distributed
     from mlx_gpt.errors import UserError
     from mlx_gpt.evals.hellaswag import evaluate, read_examples
-    from mlx_gpt.run import RunFolder
+    from mlx_gpt.machine.dtypes import default_dtype, set_dtype
+    from mlx_gpt.runs.folder import RunFolder
 
     if batch < 1 or (limit is not None and limit < 1):
         raise UserError("--batch and --limit must be at least 1")

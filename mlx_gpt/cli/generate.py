@@ -80,10 +80,10 @@ def generate_command(
     threads: Annotated[int, threads_option()] = 0,
 ) -> None:
     from mlx_gpt.data.text import load_text
-    from mlx_gpt.dtypes import default_dtype, set_dtype
-    from mlx_gpt.generation import stream_generate
-    from mlx_gpt.run import RunFolder, latest_run
-    from mlx_gpt.sampling import Sampler
+    from mlx_gpt.generation.decoding import stream_generate
+    from mlx_gpt.generation.sampling import Sampler
+    from mlx_gpt.machine.dtypes import default_dtype, set_dtype
+    from mlx_gpt.runs.folder import RunFolder, latest_run
 
     # --tokens, --window and the sampling settings are checked by the library, before
     # anything is printed; these are the command line's own.
@@ -135,7 +135,7 @@ def trained_as(run, which: str) -> str:
     """What the checkpoint is, for the summary: its step and best val loss, or where
     imported weights came from. A step-0 checkpoint of a trained run is the untrained
     model (random text): that gets a warning line first."""
-    from mlx_gpt import checkpoint
+    from mlx_gpt.runs import checkpoint
 
     state = checkpoint.load_state(run.checkpoint(which))
     if source := state.get("source"):

@@ -36,8 +36,8 @@ def gpt2_command(
     Reads model.safetensors without torch. A hub name is fetched with huggingface_hub
     (the config, the weights and the tokenizer files only) or found in its cache.
     """
-    from mlx_gpt.dtypes import default_dtype
-    from mlx_gpt.importing import import_gpt2
+    from mlx_gpt.machine.dtypes import default_dtype
+    from mlx_gpt.weights.importing import import_gpt2
 
     _report(import_gpt2(source, out_dir, dtype or default_dtype()))
 
@@ -68,15 +68,15 @@ def nanogpt_command(
     """A nanoGPT checkpoint: shakespeare_char's out/ckpt.pt (characters), or one trained
     on GPT-2 tokens, whose 50,304 rows (GPT-2's 50,257, padded) are kept. Needs torch
     (the bench extra) to read it, with weights_only=True."""
-    from mlx_gpt.dtypes import default_dtype
-    from mlx_gpt.nanogpt import import_nanogpt
+    from mlx_gpt.machine.dtypes import default_dtype
+    from mlx_gpt.weights.nanogpt import import_nanogpt
 
     dtype = dtype or default_dtype()
     _report(import_nanogpt(ckpt, out_dir, meta, vocab_text, dtype, tokenizer_path))
 
 
 def _report(run) -> None:
-    from mlx_gpt.model import GPT
+    from mlx_gpt.model.gpt import GPT
 
     config = run.model_config()
     params = GPT(config).num_params()

@@ -36,7 +36,8 @@ def info_command(threads: Annotated[int, threads_option()] = 0) -> None:
     import mlx.core as mx
     import numpy as np
 
-    from mlx_gpt import __version__, linux_blas
+    from mlx_gpt import __version__
+    from mlx_gpt.machine import linux_blas
 
     apply_threads(threads)
     print(f"mlx-gpt {__version__} | mlx {mx.__version__} | numpy {np.__version__}")
@@ -108,7 +109,7 @@ def samples_command(
     (--sample-tokens, --sample-prompt; 0 tokens turns them off).
     """
     from mlx_gpt.errors import UserError
-    from mlx_gpt.run import RunFolder, latest_run
+    from mlx_gpt.runs.folder import RunFolder, latest_run
     from mlx_gpt.training.samples import SAMPLES_FILE, read_samples
 
     folder = RunFolder(run) if run else latest_run()

@@ -88,7 +88,7 @@ def train_command(
     threads: Annotated[int, threads_option(RUNTIME)] = 0,
     **settings,
 ) -> None:
-    from mlx_gpt import ranks as distributed
+    from mlx_gpt.distributed import ranks as distributed
     from mlx_gpt.settings import resolve
 
     apply_threads(threads)
@@ -194,7 +194,7 @@ def print_summary(cfg: TrainConfig, result) -> None:
 def what_is_saved(cfg: TrainConfig) -> str:
     """What latest/ holds, read from the disk, and the command that goes on from there:
     a resume where there is a checkpoint, a new start where there is none."""
-    from mlx_gpt import checkpoint
+    from mlx_gpt.runs import checkpoint
 
     found = checkpoint.resolve(cfg.run_dir / "latest")
     if found is None:

@@ -154,7 +154,7 @@ def _open_nanogpt(path: Path) -> Corpus:
     train, val = (Tokens([np.memmap(f, dtype=np.uint16, mode="r")]) for f in files)
     tokenizer, kind, vocab = None, "gpt2", GPT2_VOCAB
     if (path / "meta.pkl").is_file():
-        from mlx_gpt.nanogpt import read_meta
+        from mlx_gpt.weights.nanogpt import read_meta
 
         tokenizer = CharTokenizer(read_meta(path / "meta.pkl", flag="--data"))
         files.append(path / "meta.pkl")

@@ -124,7 +124,7 @@ def score(
 
 def evaluate(model, tokenizer, examples, ranks=None, batch_examples: int = 8, on_batch=None):
     """acc, acc_norm (build-nanogpt's) and acc_norm_chars (Eleuther's) over `examples`."""
-    from mlx_gpt.ranks import Ranks
+    from mlx_gpt.distributed.ranks import Ranks
 
     ranks = ranks or Ranks()
     training = model.training

@@ -18,10 +18,10 @@ from mlx_gpt.config import TrainConfig
 from mlx_gpt.data.layouts import Corpus, is_prepared, open_corpus, scan_max_id
 from mlx_gpt.data.text import load_text, text_digest
 from mlx_gpt.data.tokens import TOKENS_DIR, Splits
+from mlx_gpt.distributed.ranks import Ranks, check_same_data
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPTConfig
-from mlx_gpt.ranks import Ranks, check_same_data
-from mlx_gpt.run import RunFolder
+from mlx_gpt.model.gpt import GPTConfig
+from mlx_gpt.runs.folder import RunFolder
 from mlx_gpt.tokenizer import BPETokenizer, Tokenizer
 
 SCAN_FILE = "scan.json"

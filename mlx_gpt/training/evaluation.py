@@ -9,8 +9,8 @@ import numpy as np
 
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.data.tokens import Splits, get_batch
-from mlx_gpt.model import GPT
-from mlx_gpt.ranks import Ranks
+from mlx_gpt.distributed.ranks import Ranks
+from mlx_gpt.model.gpt import GPT
 from mlx_gpt.training.step import loss_fn
 
 

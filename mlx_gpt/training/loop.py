@@ -18,10 +18,10 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from mlx_gpt import checkpoint
 from mlx_gpt.data.tokens import get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import JsonlLogger, Record, peak_memory_mb, truncate_after
+from mlx_gpt.runs import checkpoint
 from mlx_gpt.training import guards, signals
 from mlx_gpt.training.corpus import write_scan
 from mlx_gpt.training.estimate import RunTimer

@@ -18,8 +18,8 @@ import numpy as np
 
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.data.tokens import Splits, get_batch
+from mlx_gpt.distributed.ranks import Ranks
 from mlx_gpt.errors import UserError
-from mlx_gpt.ranks import Ranks
 from mlx_gpt.training import guards
 from mlx_gpt.training.step import build_step, micro_batch_size, trial_step
 

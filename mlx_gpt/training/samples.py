@@ -19,8 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from mlx_gpt.generation import generate, start_ids
-from mlx_gpt.sampling import Sampler
+from mlx_gpt.generation.decoding import generate, start_ids
+from mlx_gpt.generation.sampling import Sampler
 
 SAMPLES_FILE = "samples.jsonl"
 GPT2_PROMPT = "Hello, I'm a language model,"  # build-nanogpt's

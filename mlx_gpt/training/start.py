@@ -31,7 +31,6 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from mlx_gpt import checkpoint
 from mlx_gpt.config import (
     INHERITED,
     MAY_CHANGE_ON_INIT_FROM,
@@ -44,10 +43,11 @@ from mlx_gpt.config import (
 from mlx_gpt.data.layouts import Corpus
 from mlx_gpt.data.text import split_text, text_digest
 from mlx_gpt.data.tokens import Splits
+from mlx_gpt.distributed.ranks import Ranks
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.ranks import Ranks
-from mlx_gpt.run import RunFolder, source_run
+from mlx_gpt.model.gpt import GPT, GPTConfig
+from mlx_gpt.runs import checkpoint
+from mlx_gpt.runs.folder import RunFolder, source_run
 from mlx_gpt.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_json, tokenizer_to_json
 from mlx_gpt.training import guards, micro
 from mlx_gpt.training.corpus import corpus_gpt2_tokenizer, corpus_splits, read_data

@@ -25,14 +25,14 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from mlx_gpt import checkpoint
 from mlx_gpt.config import TrainConfig
-from mlx_gpt.dtypes import dtype_named
+from mlx_gpt.distributed.ranks import Ranks
 from mlx_gpt.errors import UserError
-from mlx_gpt.linear import matmul_weights
-from mlx_gpt.losses import head_cross_entropy
-from mlx_gpt.model import GPT
-from mlx_gpt.ranks import Ranks
+from mlx_gpt.machine.dtypes import dtype_named
+from mlx_gpt.model.gpt import GPT
+from mlx_gpt.model.linear import matmul_weights
+from mlx_gpt.model.losses import head_cross_entropy
+from mlx_gpt.runs import checkpoint
 
 
 def loss_fn(model: nn.Module, x: mx.array, y: mx.array) -> mx.array:

@@ -24,10 +24,10 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_gpt import checkpoint
-from mlx_gpt.dtypes import dtype_named
+from mlx_gpt.distributed.peers import Watchdog, quiet_ring_messages
 from mlx_gpt.errors import PeerLost, UserError, first_line
-from mlx_gpt.peers import Watchdog, quiet_ring_messages
+from mlx_gpt.machine.dtypes import dtype_named
+from mlx_gpt.runs import checkpoint
 
 # Environment variables that mean "started by mlx.launch (or mpirun)", and the backend
 BACKENDS = (

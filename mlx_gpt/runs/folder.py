@@ -18,10 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mlx_gpt import __version__, checkpoint
+from mlx_gpt import __version__
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPT, GPTConfig
+from mlx_gpt.model.gpt import GPT, GPTConfig
+from mlx_gpt.runs import checkpoint
 from mlx_gpt.tokenizer import HF_FILE, BPETokenizer, Tokenizer, load_tokenizer
 
 DEFAULT_ROOT = Path("out")

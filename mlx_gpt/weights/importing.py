@@ -21,13 +21,14 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_gpt import checkpoint, hub
 from mlx_gpt.config import MODEL_FIELDS, TrainConfig
-from mlx_gpt.dtypes import weights_dtype
 from mlx_gpt.errors import UserError
-from mlx_gpt.model import GPT, GPTConfig
-from mlx_gpt.run import RunFolder
+from mlx_gpt.machine.dtypes import weights_dtype
+from mlx_gpt.model.gpt import GPT, GPTConfig
+from mlx_gpt.runs import checkpoint
+from mlx_gpt.runs.folder import RunFolder
 from mlx_gpt.tokenizer import BPETokenizer, Tokenizer
+from mlx_gpt.weights import hub
 
 # Hugging Face's activation_function names -> ours
 HF_ACTIVATIONS = {

@@ -25,9 +25,9 @@ from functools import partial
 import mlx.core as mx
 
 from mlx_gpt.errors import UserError
+from mlx_gpt.generation.sampling import Sampler
 from mlx_gpt.metrics import peak_memory_mb
-from mlx_gpt.model import GPT
-from mlx_gpt.sampling import Sampler
+from mlx_gpt.model.gpt import GPT
 from mlx_gpt.tokenizer import Tokenizer
 
 WINDOWS = ("fast", "exact")

@@ -4,7 +4,7 @@
  * scipy-openblas32 wheel (the OpenBLAS inside NumPy's and SciPy's wheels: kernels
  * chosen at run time for the CPU it finds, no Fortran runtime needed) exports them with
  * a `scipy_` prefix, so the dynamic linker would never hand them to MLX. This library
- * exports the plain names and calls the prefixed ones. mlx_gpt/linux_blas.py compiles
+ * exports the plain names and calls the prefixed ones. mlx_gpt/machine/linux_blas.py compiles
  * it on first import, links it to the wheel's library and loads it into the global
  * symbol scope before mlx.core, where it wins the lookup over MLX's reference BLAS.
  *

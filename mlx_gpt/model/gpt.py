@@ -19,9 +19,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.nn.utils import checkpoint
 
-from mlx_gpt.activations import ACTIVATIONS
-from mlx_gpt.attention import CHUNK, causal_attention
-from mlx_gpt.linear import Linear
+from mlx_gpt.model.activations import ACTIVATIONS
+from mlx_gpt.model.attention import CHUNK, causal_attention
+from mlx_gpt.model.linear import Linear
 
 
 class ConfigDict:
@@ -55,7 +55,7 @@ class KVCache:
 
     The write position is an array, not a Python int, and attention always reads all
     max_len slots with the unfilled ones masked: every one-token step then has the same
-    shapes, so generation compiles it once (mlx_gpt.generation).
+    shapes, so generation compiles it once (mlx_gpt.generation.decoding).
     """
 
     def __init__(

@@ -11,10 +11,10 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gpt.errors import UserError
-from mlx_gpt.importing import cast, write_run
-from mlx_gpt.model import GPTConfig
-from mlx_gpt.run import RunFolder
+from mlx_gpt.model.gpt import GPTConfig
+from mlx_gpt.runs.folder import RunFolder
 from mlx_gpt.tokenizer import CharTokenizer
+from mlx_gpt.weights.importing import cast, write_run
 
 
 class PlainUnpickler(pickle.Unpickler):
