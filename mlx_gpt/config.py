@@ -71,7 +71,8 @@ class TrainConfig(ConfigDict):
 
     preset: str = setting(
         DEFAULT_PRESET,
-        "lecture (gpt.py), nanogpt, small, tiny, lecture-bpe (the lecture's size with a "
+        "lecture (gpt.py), nanogpt, small, overfit (small on 100,000 characters: watch "
+        "the gap open in minutes), tiny, lecture-bpe (the lecture's size with a "
         "BPE and GPT-2's options), gpt2 (GPT-2 small, 124M, on build-nanogpt's recipe: "
         "days on a laptop even with --data of prepared FineWeb-Edu) or finetune "
         "(nanoGPT's finetune_shakespeare, with --init-from).",
@@ -83,6 +84,13 @@ class TrainConfig(ConfigDict):
         "mlx_gpt prepare`, nanoGPT's prepare.py or build-nanogpt's fineweb.py made (read "
         "in place, never loaded). [default: the bundled tiny Shakespeare]",
         START,
+    )
+    data_chars: int | None = setting(
+        None,
+        "Train on the first N characters of a --data text file only, cut 90/10 as the "
+        "whole would be: a small text, to watch a model overfit it (preset overfit). "
+        "[default: all of it]",
+        DATA,
     )
     tokenizer: str = setting(
         "char",
@@ -196,8 +204,8 @@ class TrainConfig(ConfigDict):
     sample_every: str = setting(
         "auto",
         "Sample at every N-th evaluation; auto: at each evaluation that keeps the samples' "
-        "seconds within 5% of the evaluations' (the first always samples), which on a "
-        "fast model is every one.",
+        "seconds within 5% of the run's so far, and the first and the last; that is every "
+        "one unless evaluations come every few steps.",
         EVAL,
     )
     sample_prompt: str | None = setting(
@@ -308,6 +316,7 @@ class TrainConfig(ConfigDict):
         need(self.weight_decay >= 0, "--weight-decay must be >= 0")
         need(self.grad_clip >= 0, "--grad-clip must be >= 0 (0 turns clipping off)")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+        need(self.data_chars is None or self.data_chars >= 1, "--data-chars must be at least 1")
         need(self.sample_tokens is None or self.sample_tokens >= 0, "--sample-tokens must be >= 0")
         need(
             self.sample_every == "auto"
@@ -363,108 +372,3 @@ def first_difference(cfg: TrainConfig, other: TrainConfig, names) -> tuple[str, 
 
 def flag(field_name: str) -> str:
     return field_name.replace("_", "-")
-
-
-# gpt.py, exactly (the TrainConfig defaults).
-_LECTURE: dict[str, Any] = {}
-
-# nanoGPT's config/train_shakespeare_char.py optimizer recipe on the lecture's model.
-_NANOGPT: dict[str, Any] = dict(
-    learning_rate=1e-3,
-    warmup_iters=100,
-    lr_decay_iters=5000,
-    min_lr=1e-4,
-    beta2=0.99,
-    weight_decay=0.1,
-    decay_matrices_only=True,
-    grad_clip=1.0,
-    eval_interval=250,
-)
-
-# GPT-2's architecture choices (gpt2, lecture-bpe).
-_GPT2_OPTIONS: dict[str, Any] = dict(activation="gelu_tanh", qkv_bias=True, tie_embeddings=True)
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "lecture": _LECTURE,
-    "nanogpt": _NANOGPT,
-    # The lecture's size and recipe on 1024 BPE tokens, with GPT-2's options.
-    "lecture-bpe": {**_GPT2_OPTIONS, "tokenizer": "bpe", "vocab_size": 1024},
-    # GPT-2 small (124M) on build-nanogpt's train_gpt2.py recipe (README compares them
-    # value by value): 524,288 tokens a step as 512 x 1024, micro-batches sized to the
-    # machine, bf16 where it is fast.
-    "gpt2": {
-        **_NANOGPT,
-        **_GPT2_OPTIONS,
-        "tokenizer": "gpt2",
-        "vocab_multiple": 64,  # 50,304 rows, as build-nanogpt's GPTConfig(vocab_size=50304)
-        "n_layer": 12,
-        "n_head": 12,
-        "n_embd": 768,
-        "block_size": 1024,
-        "dropout": 0.0,
-        "batch_size": 512,
-        "micro_batch": "auto",
-        "learning_rate": 6e-4,
-        "min_lr": 6e-5,
-        "warmup_iters": 715,
-        "warmup_rule": "build-nanogpt",
-        "max_iters": 19_073,
-        "lr_decay_iters": 19_073,
-        "beta2": 0.95,
-        "eval_interval": 250,
-        "eval_iters": 20,
-        "dtype": "auto",
-    },
-    # nanoGPT's README recipe for a MacBook CPU (val ~1.88 after 2000 steps).
-    "small": {
-        **_NANOGPT,
-        "n_layer": 4,
-        "n_head": 4,
-        "n_embd": 128,
-        "block_size": 64,
-        "batch_size": 12,
-        "dropout": 0.0,
-        "max_iters": 2000,
-        "lr_decay_iters": 2000,
-        "eval_iters": 20,
-    },
-    # Seconds, not minutes: smoke tests and trying the tools. Dropout stays on so that
-    # resume is tested with randomness in the step.
-    "tiny": {
-        "n_layer": 2,
-        "n_head": 2,
-        "n_embd": 32,
-        "block_size": 32,
-        "batch_size": 8,
-        "dropout": 0.1,
-        "learning_rate": 1e-3,
-        "min_lr": 1e-3,
-        "max_iters": 100,
-        "eval_interval": 25,
-        "eval_iters": 5,
-        "log_interval": 5,
-    },
-    # nanoGPT's finetune_shakespeare.py: a few small steps from a run's weights
-    # (--init-from), at a constant low rate. Its block size is the source's.
-    "finetune": {
-        **_NANOGPT,
-        "learning_rate": 3e-5,
-        "min_lr": 3e-5,
-        "warmup_iters": 0,
-        "lr_decay_iters": 0,
-        "beta2": 0.95,
-        "dropout": 0.0,
-        "batch_size": 32,
-        "grad_accum": 32,  # one sequence at a time, as nanoGPT
-        "max_iters": 20,
-        "eval_interval": 5,
-        "eval_iters": 40,
-        "log_interval": 1,
-    },
-}
-
-
-def preset_config(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig.from_dict({**PRESETS[name], "preset": name})

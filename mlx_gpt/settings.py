@@ -25,10 +25,10 @@ from mlx_gpt.config import (
     INHERITED,
     TrainConfig,
     default_run_dir,
-    preset_config,
 )
 from mlx_gpt.data.layouts import is_prepared, tokenizer_kind
 from mlx_gpt.errors import UserError
+from mlx_gpt.presets import preset_config
 from mlx_gpt.runs.folder import RunFolder, source_run
 
 

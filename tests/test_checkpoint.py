@@ -4,8 +4,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gpt.config import preset_config
 from mlx_gpt.model.gpt import GPT
+from mlx_gpt.presets import preset_config
 from mlx_gpt.runs import checkpoint
 from mlx_gpt.training.optimizer import make_optimizer
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_gpt.config import PRESETS, TrainConfig, preset_config
+from mlx_gpt.config import TrainConfig
 from mlx_gpt.data.tokens import get_batch
 from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import read_metrics
+from mlx_gpt.presets import PRESETS, preset_config
 from mlx_gpt.settings import resolve
 from mlx_gpt.training import prepare
 

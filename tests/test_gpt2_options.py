@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_gpt.config import TrainConfig, preset_config
+from mlx_gpt.config import TrainConfig
 from mlx_gpt.model.gpt import GPT, GPTConfig
+from mlx_gpt.presets import preset_config
 from mlx_gpt.training.optimizer import make_optimizer
 from mlx_gpt.training.step import make_train_step
 

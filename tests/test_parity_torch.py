@@ -10,8 +10,9 @@ import torch.nn.functional as F  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 from torch_gpt import TorchGPT, lr_at, make_optimizer  # noqa: E402
 
-from mlx_gpt.config import TrainConfig, preset_config  # noqa: E402
+from mlx_gpt.config import TrainConfig  # noqa: E402
 from mlx_gpt.model.gpt import GPT  # noqa: E402
+from mlx_gpt.presets import preset_config  # noqa: E402
 from mlx_gpt.training.optimizer import make_optimizer as make_mlx_optimizer  # noqa: E402
 from mlx_gpt.training.step import make_train_step  # noqa: E402
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from mlx_gpt.config import preset_config
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.plot import draw, load_curves, plot_runs
+from mlx_gpt.presets import preset_config
 from mlx_gpt.training import Loop, prepare
 from mlx_gpt.training import loop as loop_module
 

@@ -168,16 +168,16 @@ def test_a_full_disk_exits_4_and_keeps_the_whole_shards(cli, tmp_path):
         (["{text}", "--tokenizer", "bpe", "--vocab-size", "10"], "--vocab-size must be between"),
         (["{text}", "--shard-tokens", "0"], "--shard-tokens must be at least 1"),
         (["{text}", "--tokenizer", "word"], "--tokenizer must be one of"),
-        (["{jsonl}", *BPE, "--val-tokens", "100000000"], "the train split is empty"),
+        (["{one_jsonl}", *BPE], "the corpus is one document"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
     (tmp_path / "t.txt").write_text(TEXT[:20_000])
-    jsonl = write_sources(tmp_path, documents(50))["jsonl"]
+    (tmp_path / "one.jsonl").write_text(json.dumps({"text": TEXT[:20_000]}) + "\n")
     names = {"empty": tmp_path / "empty", "bad_jsonl": tmp_path / "bad.jsonl",
-             "text": tmp_path / "t.txt", "jsonl": jsonl}  # fmt: skip
+             "text": tmp_path / "t.txt", "one_jsonl": tmp_path / "one.jsonl"}  # fmt: skip
     args = [a.format(**names) for a in args]
     result = prepare(cli, *args, "--out-dir", tmp_path / "out")
     assert result.returncode == 2, result.stderr
@@ -189,3 +189,79 @@ def test_a_dataset_without_the_datasets_library_says_how_to_install_it(monkeypat
     source = open_source("HuggingFaceFW/fineweb-edu", name="sample-10BT")
     with pytest.raises(UserError, match=r'pip install "mlx-gpt\[data\]"'):
         next(source.documents())
+
+
+# ---- what a newcomer hit: small folders, a failed prepare, a damaged shard ----
+
+
+def small_books(tmp_path: Path, n: int = 3) -> Path:
+    """n text files of 20,000 characters each: a small folder, far under 10M tokens."""
+    folder = tmp_path / "books"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"b{i}.txt").write_text(TEXT[i * 20_000 : (i + 1) * 20_000])
+    return folder
+
+
+def test_a_small_folder_keeps_most_of_it_for_train(cli, tmp_path):
+    out = tmp_path / "data"
+    result = prepare(cli, small_books(tmp_path, n=5), "--out-dir", out, *BPE)
+    assert result.returncode == 0, result.stderr
+    meta, _ = read_back(out)
+    train, val = meta["splits"]["train"], meta["splits"]["val"]
+    # whole documents up to a tenth of the bytes: the first of five files
+    assert (val["documents"], train["documents"]) == (1, 4)
+    assert val["tokens"] < train["tokens"]
+
+
+def test_a_failed_prepare_leaves_nothing_and_a_rerun_with_other_settings_works(cli, tmp_path):
+    one = small_books(tmp_path, n=1)
+    out = tmp_path / "data"
+    failed = prepare(cli, one, "--out-dir", out, *BPE)
+    assert failed.returncode == 2
+    assert "one document" in one_line_error(failed)
+    assert not out.exists()
+    # the advice: more documents; the same folder name then works with other settings
+    (one / "b1.txt").write_text(TEXT[20_000:40_000])
+    again = prepare(cli, one, "--out-dir", out, *BPE, "--val-tokens", "2000")
+    assert again.returncode == 0, again.stderr
+    assert read_back(out)[0]["splits"]["train"]["documents"] == 1
+
+
+def test_a_stopped_prepare_with_other_settings_starts_over_with_overwrite(cli, tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "progress.json").write_text(json.dumps({"settings": {"source": "elsewhere"}}))
+    (out / "val_000000.bin.tmp").write_bytes(b"\0\0")
+    (out / "notes.txt").write_text("mine")
+    books = small_books(tmp_path)
+    refused = prepare(cli, books, "--out-dir", out, *BPE)
+    assert refused.returncode == 2 and "--overwrite" in one_line_error(refused)
+    result = prepare(cli, books, "--out-dir", out, *BPE, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert (out / "notes.txt").read_text() == "mine"  # not a prepare's file: left alone
+    assert not (out / "progress.json").exists() and not (out / "val_000000.bin.tmp").exists()
+    assert read_back(out)[0]["source"] == str(books)
+
+
+def test_a_truncated_shards_advice_works_when_followed(cli, tmp_path):
+    import shlex
+
+    out = tmp_path / "data"
+    books = small_books(tmp_path)
+    assert prepare(cli, books, "--out-dir", out, *BPE).returncode == 0
+    whole = (out / "train_000000.bin").read_bytes()
+    with open(out / "train_000000.bin", "r+b") as f:
+        f.truncate(len(whole) // 2)
+    trained = cli(str(ROOT / "train.py"), "--preset", "tiny", "--data", str(out),
+                  "--max-iters", "2", "--out-dir", str(tmp_path / "run"))  # fmt: skip
+    assert trained.returncode == 2
+    advice = one_line_error(trained).split("prepare the corpus again: ")[1]
+    # prepare itself, run again as it was, finds the damage too and gives the same advice
+    same = prepare(cli, books, "--out-dir", out, *BPE)
+    assert same.returncode == 2 and advice in one_line_error(same)
+    words = shlex.split(advice)
+    assert words[:3] == ["python", "-m", "mlx_gpt"]
+    followed = cli(*words[1:])
+    assert followed.returncode == 0, followed.stderr
+    assert (out / "train_000000.bin").read_bytes() == whole

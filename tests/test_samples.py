@@ -1,5 +1,5 @@
 """Samples at evaluations: one per evaluation in samples.jsonl (or every N-th, or within
-5% of the evaluations' time), the same for the same model, leaving training's random
+5% of the run's time), the same for the same model, leaving training's random
 draws alone, and truncated on resume."""
 
 import json
@@ -72,10 +72,11 @@ class Clock:
 
 
 @pytest.mark.parametrize("sample_s, sampled", [
-    (1.0, [1, 20, 30, 40, 50, 60]),  # 1 s a sample, 2 s an evaluation: within 5% of them
+    # 1 s a sample, 2 s of run between evaluations: a sample once the run is 20x its samples
+    (1.0, [1, 20, 29, 39, 48, 58]),
     (0.05, list(range(1, 61))),  # cheap: at every one
 ])  # fmt: skip
-def test_auto_keeps_the_samples_within_5_percent_of_the_evaluations(
+def test_auto_keeps_the_samples_within_5_percent_of_the_runs_time(
     monkeypatch, tmp_path, sample_s, sampled
 ):
     from mlx_gpt.training import samples as module
@@ -88,15 +89,17 @@ def test_auto_keeps_the_samples_within_5_percent_of_the_evaluations(
 
     monkeypatch.setattr(module.time, "perf_counter", clock)
     monkeypatch.setattr(module, "generate", generate)
-    cfg = resolve("tiny", None, {"out_dir": str(tmp_path)})
+    cfg = resolve("tiny", None, {"out_dir": str(tmp_path), "max_iters": 610})
     start = prepare(cfg)
     samples = module.Samples(tmp_path, cfg, start.tokenizer, start.model)
     taken = []
     for n in range(1, 61):
-        if samples.due(n * 10, eval_s=2.0):
+        clock.now += 2.0  # the steps and the evaluation before the n-th evaluation's sample
+        if samples.due(n * 10):
             samples.take(n * 10, 1.0)
             taken.append(n)
-        assert samples.samples_s - sample_s <= 0.05 * samples.evals_s + 1e-9
+        # the first sample aside, the samples stay within 5% of the run's time
+        assert samples.samples_s - sample_s <= 0.05 * (clock.now - sample_s) + 1e-9
     assert taken == sampled
     assert [s["seconds"] for s in read_samples(tmp_path)] == [sample_s] * len(sampled)
 
@@ -129,3 +132,19 @@ def test_a_prompt_the_vocabulary_lacks_is_one_line_before_anything_is_written(cl
     assert result.returncode == 2, result.stderr
     assert "not in the vocabulary" in one_line_error(result)
     assert not out.exists()
+
+
+def test_the_quick_starts_samples_show_it_learning(cli, tmp_path):
+    # small as README's quick start runs it, shortened: a sample of more than step 0,
+    # whatever the machine's speed, and the last one after the model has learned
+    out = tmp_path / "small"
+    result = cli(TRAIN, "--preset", "small", "--max-iters", "150", "--lr-decay-iters", "150",
+                 "--eval-interval", "50", "--out-dir", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"python -m mlx_gpt samples {out}" in result.stdout
+    shown = cli("-m", "mlx_gpt", "samples", str(out))
+    assert shown.returncode == 0, shown.stderr
+    steps = [s["step"] for s in read_samples(out)]
+    assert steps[0] == 0 and steps[-1] == 150
+    for step in steps:
+        assert f"--- step {step:,} |" in shown.stdout

@@ -16,10 +16,10 @@ import pytest
 from mlx.utils import tree_flatten
 from test_faults import one_line_error, start
 
-from mlx_gpt.config import preset_config
 from mlx_gpt.distributed.ranks import Ranks
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.model.gpt import GPT
+from mlx_gpt.presets import preset_config
 from mlx_gpt.runs.folder import RunFolder
 from mlx_gpt.training.estimate import estimate_line, quick_run_seconds, step_flops
 from mlx_gpt.training.optimizer import make_optimizer

@@ -6,9 +6,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gpt.config import TrainConfig, preset_config
+from mlx_gpt.config import TrainConfig
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.model.gpt import GPT
+from mlx_gpt.presets import preset_config
 from mlx_gpt.training import Loop, prepare
 from mlx_gpt.training.optimizer import make_optimizer
 from mlx_gpt.training.step import make_train_step

@@ -22,9 +22,10 @@ SOURCE is a text file, a folder or a glob of .txt, .jsonl (a `text` field) and .
     python -m mlx_gpt prepare HuggingFaceFW/fineweb-edu --name sample-10BT --out-dir data/edu
 
 Each document is led by GPT-2's <|endoftext|> token (none for a char vocabulary). The val
-split is the first --val-tokens tokens (whole documents), or gpt.py's last 10 % of a
-single text file. Ctrl-C or kill -9, then the same command again, goes on after the last
-whole shard.
+split is the first whole documents up to --val-tokens tokens or a tenth of the files'
+bytes, whichever comes first; of a single text file, gpt.py's last 10 %. Ctrl-C or
+kill -9, then the same command again, goes on after the last whole shard; --overwrite
+starts over.
 """
 
 PANEL = "Tokenizer"
@@ -58,7 +59,11 @@ def prepare_command(
     ] = 10_000_000,
     shard_tokens: Annotated[int, typer.Option(help="Tokens per shard.")] = 100_000_000,
     val_tokens: Annotated[
-        int, typer.Option(help="Tokens of the val split (at least).")
+        int,
+        typer.Option(
+            help="Tokens of the val split (whole documents, so a few more); a tenth of "
+            "local files' bytes if that comes first."
+        ),
     ] = 10_000_000,
     max_tokens: Annotated[
         int | None, typer.Option(help="Stop after this many tokens. [default: the whole corpus]")
@@ -76,6 +81,14 @@ def prepare_command(
     text_field: Annotated[
         str, typer.Option(help="The field or column that holds the text.")
     ] = "text",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Delete the prepare files already in --out-dir (shards, meta.json, "
+            "progress.json, tokenizer) and start over; other files are left alone.",
+        ),
+    ] = False,
 ) -> None:
     from mlx_gpt.tokenizer import KINDS, MAX_VOCAB, MIN_BPE_VOCAB
 
@@ -97,7 +110,8 @@ def prepare_command(
     threads = str(workers or os.cpu_count() or 1)
     os.environ["RAYON_NUM_THREADS"] = os.environ["RAYON_RS_NUM_CPUS"] = threads
 
-    from mlx_gpt.data.prepare import PrepareConfig, prepare_corpus
+    from mlx_gpt.data.prepare import prepare_corpus
+    from mlx_gpt.data.recipe import PrepareConfig
     from mlx_gpt.data.sources import open_source
 
     src = open_source(source, name=name, split=split, data_files=data_files, text_field=text_field)
@@ -107,7 +121,7 @@ def prepare_command(
     )  # fmt: skip
     start = time.perf_counter()
     with warnings_as_lines(), _progress_bar() as on_progress:
-        meta, done_already = prepare_corpus(cfg, src, out_dir, on_progress)
+        meta, done_already = prepare_corpus(cfg, src, out_dir, on_progress, overwrite)
     if done_already:
         say(f"{out_dir} is prepared already (meta.json); train on it with --data {out_dir}")
         return

@@ -168,6 +168,7 @@ def print_banner(start) -> None:
 
 def print_summary(cfg: TrainConfig, result) -> None:
     from mlx_gpt.plot import plot_runs
+    from mlx_gpt.training.samples import SAMPLES_FILE
 
     speed = f"{result.tokens_per_sec:,.0f} tok/s" if result.tokens_per_sec else "no step timed"
     if cfg.tokenizer != "char" and result.tokens_per_sec and result.chars_per_sec:
@@ -187,6 +188,10 @@ def print_summary(cfg: TrainConfig, result) -> None:
             print(f"loss curves: {plot_runs([cfg.run_dir])[0]}")
     except UserError:  # stopped before its first evaluation ended: no curve to draw yet
         print("loss curves: none yet (no evaluation finished)")
+    if result.best_step >= 0:
+        print(f"sample it: python generate.py --out-dir {cfg.run_dir}")
+    if (cfg.run_dir / SAMPLES_FILE).is_file():
+        print(f"what it wrote as it learned: python -m mlx_gpt samples {cfg.run_dir}")
     if result.stopped == "interrupted":
         say(f"stopped by {result.signal}: {what_is_saved(cfg)}")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlx_gpt.data.recipe import prepare_command
 from mlx_gpt.data.tokens import Splits, Tokens
 from mlx_gpt.errors import UserError
 from mlx_gpt.tokenizer import CHAR_FILE, HF_FILE, CharTokenizer, Tokenizer, load_tokenizer
@@ -116,17 +117,16 @@ def scan_max_id(corpus: Corpus, on_progress: Callable[[int, int], None] | None =
 def _open_ours(path: Path) -> Corpus:
     meta = _read_meta(path)
     dtype = np.dtype(meta["dtype"])
-    shards = {}
-    for split in ("train", "val"):
-        shards[split] = []
-        for shard in meta["splits"][split]["shards"]:
-            file = path / shard["file"]
-            if not file.is_file() or file.stat().st_size != shard["tokens"] * dtype.itemsize:
-                raise UserError(
-                    f"{file} is missing or not the size meta.json gives; "
-                    f"run the same `prepare` command again to write it"
-                )
-            shards[split].append(np.memmap(file, dtype=dtype, mode="r"))
+    if (damaged := damaged_shard(path, meta)) is not None:
+        raise UserError(
+            f"{damaged} is missing or not the size meta.json gives; prepare the corpus "
+            f"again: {prepare_command(meta['settings'], path)}"
+        )
+    shards = {
+        split: [np.memmap(path / s["file"], dtype=dtype, mode="r")
+                for s in meta["splits"][split]["shards"]]
+        for split in ("train", "val")
+    }  # fmt: skip
     splits = Splits(
         Tokens(shards["train"]), Tokens(shards["val"]),
         meta["splits"]["train"]["chars"], meta["splits"]["val"]["chars"],
@@ -139,6 +139,18 @@ def _open_ours(path: Path) -> Corpus:
     return Corpus(
         path, "mlx-gpt", splits, digest, kind, tokenizer, tokenizer.vocab_size, meta["max_id"]
     )
+
+
+def damaged_shard(path: Path, meta: dict) -> Path | None:
+    """The first shard of a prepared corpus that is missing or not the size meta.json
+    gives (a copy cut short, a disk that filled); None if all are whole."""
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for split in ("train", "val"):
+        for shard in meta["splits"][split]["shards"]:
+            file = path / shard["file"]
+            if not file.is_file() or file.stat().st_size != shard["tokens"] * itemsize:
+                return file
+    return None
 
 
 def _open_nanogpt(path: Path) -> Corpus:

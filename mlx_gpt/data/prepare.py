@@ -6,8 +6,9 @@ token to every document as build-nanogpt does, and appends the ids to the shards
 split they belong to (shards.py). Memory holds one batch and nothing more, whatever the
 corpus's size.
 
-    val    the first documents, until --val-tokens ids (whole documents, so that its
-           character count is exact); for a single text file, gpt.py's last 10 %
+    val    the first documents, until --val-tokens ids or a tenth of a local source's
+           bytes (whole documents, so that its character count is exact); for a
+           single text file, gpt.py's last 10 %
     train  the rest
 
 After each shard is renamed, progress.json records how far the source has been read:
@@ -18,14 +19,16 @@ written last; it marks the corpus whole and is what a training run reads (layout
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mlx_gpt.data.layouts import META
+from mlx_gpt.data.layouts import META, damaged_shard
+from mlx_gpt.data.recipe import PrepareConfig, prepare_command
 from mlx_gpt.data.shards import ShardWriter, write_json
 from mlx_gpt.data.sources import Source
 from mlx_gpt.data.tokenizing import TOKENIZER_FILES, Encoder, make_tokenizer
@@ -34,21 +37,8 @@ from mlx_gpt.errors import UserError
 PROGRESS = "progress.json"
 BATCH_BYTES = 4 << 20  # text tokenized at a time: large enough to keep every thread busy
 SPLITS = ("val", "train")  # in the order the stream fills them
-
-
-@dataclass
-class PrepareConfig:
-    """What `prepare` was asked for: a resumed prepare must be asked the same."""
-
-    source: str
-    tokenizer: str = "gpt2"
-    tokenizer_path: str | None = None
-    vocab_size: int = 50_257
-    tokenizer_sample: int = 10_000_000
-    shard_tokens: int = 100_000_000
-    val_tokens: int = 10_000_000
-    max_tokens: int | None = None
-    dataset: dict | None = field(default=None)
+VAL_SHARE = 10  # a local source's val is at most a tenth of its bytes
+SHARD_NAME = re.compile(r"(train|val)_\d{6}\.bin(\.tmp)?")
 
 
 @dataclass
@@ -68,15 +58,47 @@ def prepare_corpus(
     source: Source,
     out_dir: str | Path,
     on_progress: Callable[[Progress], None] | None = None,
+    overwrite: bool = False,
 ) -> tuple[dict, bool]:
     """Tokenize `source` into out_dir; returns meta.json's contents, and whether the
-    folder was complete already (nothing done)."""
+    folder was complete already (nothing done). With `overwrite`, a prepare's files
+    already in out_dir are deleted first, whole or not.
+
+    A prepare that starts afresh and fails with a UserError (a corpus too small to
+    split, say) deletes what it wrote, so that the next command starts afresh too."""
     out = Path(out_dir)
+    if overwrite:
+        _delete_prepare(out)
     if (out / META).is_file():
-        return _read_json(out / META), True
+        meta = _read_json(out / META)
+        if (damaged := damaged_shard(out, meta)) is not None:
+            raise UserError(
+                f"{damaged} is missing or not the size meta.json gives; prepare the corpus "
+                f"again: {prepare_command(meta['settings'], out)}"
+            )
+        return meta, True
     settings = asdict(cfg)
-    progress = _read_progress(out, settings)
+    progress = _read_progress(out, settings, overwrite)
+    existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _prepare(cfg, source, out, progress, on_progress), False
+    except UserError:
+        if progress is None:  # this call started it: leave the folder as it found it
+            _delete_prepare(out)
+            if not existed:
+                out.rmdir()
+        raise
+
+
+def _prepare(
+    cfg: PrepareConfig,
+    source: Source,
+    out: Path,
+    progress: dict | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> dict:
+    settings = asdict(cfg)
     tokenizer = make_tokenizer(cfg, source, out, resumed=progress is not None)
     encoder = Encoder(tokenizer, separate=not source.single_text)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
@@ -101,7 +123,8 @@ def prepare_corpus(
             if offset == 0:  # a document's first ids: decide its split, count it
                 if cfg.max_tokens is not None and total >= cfg.max_tokens:
                     break
-                if split == "val" and _val_is_full(source, cfg, index, writers["val"]):
+                full = _val_is_full(source, cfg, index, writers["val"], stats["val"]["bytes"])
+                if split == "val" and full:
                     writers["val"].finish()
                     split = "train"
                     checkpoint(index, 0)
@@ -127,7 +150,18 @@ def prepare_corpus(
     meta = _meta(cfg, tokenizer, dtype, stats, writers)
     write_json(out / META, meta)
     (out / PROGRESS).unlink(missing_ok=True)
-    return meta, False
+    return meta
+
+
+def _delete_prepare(out: Path) -> None:
+    """The files a prepare writes in out (meta.json, progress.json, the tokenizer, the
+    shards whole or half-written); anything else there is left alone."""
+    if not out.is_dir():
+        return
+    for f in out.iterdir():
+        ours = f.name in (META, PROGRESS, *TOKENIZER_FILES) or SHARD_NAME.fullmatch(f.name)
+        if ours and f.is_file():
+            f.unlink()
 
 
 def _encoded(
@@ -153,10 +187,16 @@ def _encode_batch(batch, encoder: Encoder, index: int):
         yield index + i, text, nbytes, ids
 
 
-def _val_is_full(source: Source, cfg: PrepareConfig, index: int, val: ShardWriter) -> bool:
+def _val_is_full(
+    source: Source, cfg: PrepareConfig, index: int, val: ShardWriter, val_bytes: int
+) -> bool:
+    """Whether val has its documents: --val-tokens tokens, or a tenth of a local
+    source's bytes, whichever comes first (so that a small folder keeps nine tenths for
+    train, as a single text file does)."""
     if source.single_text:
         return index >= 1  # gpt.py's val is the one document before train
-    return val.written >= cfg.val_tokens
+    tenth = source.total_bytes is not None and val_bytes * VAL_SHARE >= source.total_bytes
+    return val.written >= cfg.val_tokens or tenth
 
 
 def _empty_split() -> dict:
@@ -172,9 +212,20 @@ def _count(split: dict, text: str, size: int) -> None:
 def _meta(cfg: PrepareConfig, tokenizer, dtype, stats: dict, writers: dict) -> dict:
     for s in SPLITS:
         stats[s]["tokens"] = writers[s].tokens
-        if not stats[s]["tokens"]:
-            fix = "a smaller --val-tokens" if s == "train" else "a larger corpus"
-            raise UserError(f"the {s} split is empty: the corpus is too small; try {fix}")
+    val = stats["val"]
+    if not stats["train"]["tokens"]:
+        if val["documents"] < 2:
+            raise UserError(
+                "the corpus is one document, and val takes whole documents, so nothing is "
+                "left to train on; give it more documents, or prepare one text file "
+                "(gpt.py's 90/10 cut)"
+            )
+        raise UserError(
+            f"the train split is empty: val took all {val['documents']:,} documents "
+            f"({val['tokens']:,} tokens); try --val-tokens {max(1, val['tokens'] // 10)}"
+        )
+    if not val["tokens"]:
+        raise UserError("the val split is empty: the corpus is too small; give a larger one")
     return {
         "format": "mlx-gpt prepared corpus",
         "version": 1,
@@ -191,27 +242,26 @@ def _meta(cfg: PrepareConfig, tokenizer, dtype, stats: dict, writers: dict) -> d
     }
 
 
-def _read_progress(out: Path, settings: dict) -> dict | None:
+def _read_progress(out: Path, settings: dict, overwrite: bool) -> dict | None:
     """A stopped prepare's progress, if out holds one asked the same; else out must be
-    new or empty."""
+    new or empty (or hold no prepare's file, with --overwrite, which deleted them)."""
     if (out / PROGRESS).is_file():
         progress = _read_json(out / PROGRESS)
         if progress.get("settings") != settings:
             raise UserError(
                 f"{out} holds a prepare with other settings; run the same command to "
-                f"finish it, or choose another --out-dir"
+                f"finish it, add --overwrite to start over, or choose another --out-dir"
             )
         for split in progress["splits"].values():
             for shard in split["shards"]:
                 if not (out / shard["file"]).is_file():
-                    raise UserError(
-                        f"{out / shard['file']} is gone; start again in a new --out-dir"
-                    )
+                    raise UserError(f"{out / shard['file']} is gone; start over with --overwrite")
         return progress
     # A prepare killed before its first progress.json leaves at most its tokenizer.
-    if out.exists() and any(f.name not in TOKENIZER_FILES for f in out.iterdir()):
+    if not overwrite and out.exists() and any(f.name not in TOKENIZER_FILES for f in out.iterdir()):
         raise UserError(
-            f"{out} is not empty and holds no prepare to finish; choose another --out-dir"
+            f"{out} is not empty and holds no prepare to finish; choose another --out-dir, "
+            f"or prepare beside its files with --overwrite"
         )
     return None
 

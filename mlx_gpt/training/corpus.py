@@ -27,17 +27,27 @@ from mlx_gpt.tokenizer import BPETokenizer, Tokenizer
 SCAN_FILE = "scan.json"
 
 
-def read_data(path: str | None, ranks: Ranks) -> tuple[str | Corpus, str]:
-    """The training text, or a prepared corpus (a folder), and its digest. Every rank
-    reads its own copy: a rank that cannot, or whose copy differs, stops them all with
-    a line that names its host."""
+def read_data(path: str | None, ranks: Ranks, chars: int | None = None) -> tuple[str | Corpus, str]:
+    """The training text (its first `chars` characters, if given), or a prepared corpus
+    (a folder), and its digest. Every rank reads its own copy: a rank that cannot, or
+    whose copy differs, stops them all with a line that names its host."""
     data, digest, error = None, None, None
     try:
+        if path is not None and not Path(path).exists():
+            raise UserError(
+                f"--data {path} does not exist; give a UTF-8 text file, or a folder that "
+                f"`python -m mlx_gpt prepare` (or nanoGPT, or build-nanogpt) made"
+            )
         if is_prepared(path):
+            if chars is not None:
+                raise UserError(
+                    f"--data-chars cuts a text file, and {path} is a prepared corpus; "
+                    f"prepare it with --max-tokens instead"
+                )
             data = open_corpus(path)
             digest = data.digest
         else:
-            data = load_text(path)
+            data = load_text(path)[:chars]
             digest = text_digest(data)
     except UserError as e:
         if ranks.size == 1:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 
-from mlx_gpt.config import TrainConfig, preset_config
+from mlx_gpt.config import TrainConfig
 from mlx_gpt.metrics import peak_memory_mb
 from mlx_gpt.model.gpt import GPT, GPTConfig
+from mlx_gpt.presets import preset_config
 
 LONG_RUN_S = 3600.0  # runs longer than this get the estimate line
 QUICK_PRESET = "small"

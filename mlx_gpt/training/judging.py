@@ -3,7 +3,6 @@ model as it is now (--sample-tokens), so that a learner sees it learn."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from mlx_gpt.errors import UserError
@@ -36,18 +35,13 @@ class Judges:
         else:
             self.samples.path.unlink(missing_ok=True)
 
-    def judge(
-        self, step: int, val_loss: float, record: dict[str, Any], eval_s: float
-    ) -> str | None:
+    def judge(self, step: int, val_loss: float, record: dict[str, Any]) -> str | None:
         """HellaSwag into the record (every rank: they split the examples), then rank
-        0's sample, if this evaluation (of eval_s seconds, and HellaSwag's) has one,
-        which it returns for the display."""
+        0's sample, if this evaluation has one, which it returns for the display."""
         start, every = self.start, self.cfg.hellaswag_every
-        begun = time.perf_counter()
         if start.hellaswag and (every == 0 or step % every == 0):
             scored = hellaswag.evaluate(start.model, start.tokenizer, start.hellaswag, start.ranks)
             record["hellaswag_acc_norm"], record["hellaswag_acc"] = scored.acc_norm, scored.acc
-        eval_s += time.perf_counter() - begun
-        if start.ranks.main and self.samples.due(step, eval_s):
+        if start.ranks.main and self.samples.due(step):
             return self.samples.take(step, val_loss)
         return None

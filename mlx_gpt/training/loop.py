@@ -220,7 +220,7 @@ class Loop:
             self._save("best")
         else:
             state["evals_since_best"] += 1
-        text = self.judges.judge(state["step"], losses["val"], record, self.timer.eval_s)
+        text = self.judges.judge(state["step"], losses["val"], record)
         if text and self.display:
             self.display.note(f"sample at step {state['step']}:\n{text}")
         return self.cfg.early_stop > 0 and state["evals_since_best"] >= self.cfg.early_stop

@@ -7,10 +7,11 @@ samples.jsonl. The sampler has its own key chain: training's random state (dropo
 left as it was, so a run with samples draws the same batches and masks as one without.
 
 Which evaluations sample is --sample-every's: every N-th, or by default (auto) each
-one whose sample keeps the samples' seconds within 5% of the evaluations'. Decoding a
-token at a time costs the same few milliseconds whatever the model's size, while an
-evaluation's cost grows with it: lecture samples at every evaluation (its samples
-cost 0.1% of them), small at one in five or six on a 2-core CPU.
+one whose sample keeps the samples' seconds within 5% of the run's seconds so far
+(its training steps and evaluations), and always the first and the last. A sample
+costs a fraction of a second, while a run's time between two evaluations is many
+steps: lecture and small sample at every evaluation; only a run that evaluates every
+few steps skips some.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mlx_gpt.generation.sampling import Sampler
 
 SAMPLES_FILE = "samples.jsonl"
 GPT2_PROMPT = "Hello, I'm a language model,"  # build-nanogpt's
-SAMPLE_SHARE = 0.05  # --sample-every auto: the samples' most of the evaluations' time
+SAMPLE_SHARE = 0.05  # --sample-every auto: the samples' most of the run's time
 
 
 def sample_settings(cfg, tokenizer) -> tuple[int, str]:
@@ -48,21 +49,23 @@ class Samples:
         self.tokenizer, self.model, self.seed = tokenizer, model, cfg.seed
         self.tokens, self.prompt = sample_settings(cfg, tokenizer)
         self.every, self.eval_interval = cfg.sample_every, cfg.eval_interval
-        self.evals_s = self.samples_s = 0.0  # this session's, for auto
+        self.last_step = cfg.max_iters
+        self.begun = time.perf_counter()  # this session's start, for auto
+        self.samples_s = 0.0  # this session's samples' seconds, for auto
         self.last_s: float | None = None  # the latest sample's seconds: the next one's guess
         if self.tokens:
             start_ids(tokenizer, self.prompt)  # a prompt it cannot encode: one line, now
 
-    def due(self, step: int, eval_s: float) -> bool:
-        """Whether the evaluation at `step`, which took eval_s seconds, gets a sample."""
-        self.evals_s += eval_s
+    def due(self, step: int) -> bool:
+        """Whether the evaluation at `step` gets a sample."""
         if not self.tokens:
             return False
         if self.every != "auto":
             return (step // self.eval_interval) % int(self.every) == 0
-        if self.last_s is None:  # the first: what a sample costs is not known yet
-            return True
-        return self.samples_s + self.last_s <= SAMPLE_SHARE * self.evals_s
+        if self.last_s is None or step >= self.last_step:
+            return True  # the first (what a sample costs is not known yet), and the last
+        run_s = time.perf_counter() - self.begun
+        return self.samples_s + self.last_s <= SAMPLE_SHARE * run_s
 
     def take(self, step: int, val_loss: float) -> str | None:
         """The sample of the model as it is now, appended to the file; None if off."""

@@ -103,7 +103,7 @@ def prepare(
     ranks = ranks or Ranks()
     cfg = micro.with_micro_batch(cfg, ranks)
     run = RunFolder(cfg.run_dir)
-    data, digest = read_data(cfg.data, ranks)
+    data, digest = read_data(cfg.data, ranks, cfg.data_chars)
     found = ranks.check(
         _read_folders, cfg, run, data, digest, resume, data_changed, on_scan, main_only=True
     )
