@@ -50,6 +50,29 @@ def test_help_explains_flags_in_panels(cli):
         assert text in result.stdout
 
 
+def test_help_labels_options_with_a_type_and_flags_with_none(cli):
+    result = cli(TRAIN, "--help")
+    assert result.returncode == 0
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()
+            if line.startswith("│ --")}  # fmt: skip
+    assert "<int>" in rows["--max-iters"] and "<str>" in rows["--preset"]
+    for flag in ("--resume", "--show-config", "--help", "--tie-embeddings"):
+        assert "<bool>" not in rows[flag], rows[flag]
+
+
+def test_a_model_that_is_mostly_vocabulary_says_so_in_the_banner():
+    from mlx_gpt.cli.train import vocabulary_note
+    from mlx_gpt.model.gpt import GPT
+    from mlx_gpt.presets import preset_config
+
+    tiny = preset_config("tiny")
+    big_vocab = tiny.model_config(15_485)
+    note = vocabulary_note(big_vocab, GPT(big_vocab).num_params())
+    assert note is not None and "15,485-token vocabulary holds 9" in note  # 90-odd %
+    lecture = preset_config("lecture").model_config(65)
+    assert vocabulary_note(lecture, GPT(lecture).num_params()) is None
+
+
 def test_every_setting_is_a_flag_with_help_in_a_panel():
     # The flags derive from TrainConfig: a new field gets its flag, help and panel there.
     from dataclasses import fields

@@ -150,15 +150,17 @@ def test_plain_output_shows_the_evaluations_progress(tiny_run):
 def test_generate_names_the_checkpoints_step_and_loss(cli, tiny_run):
     trained = cli(GENERATE, "--out-dir", str(tiny_run[0]), "--tokens", "5")
     assert trained.returncode == 0 and "warning" not in trained.stderr
-    assert re.search(r"best, step 100, best val loss \d\.\d{4}, window", trained.stderr)
+    assert re.search(r"best, step 100, best val loss \d\.\d{4}, KV cache", trained.stderr)
 
 
 def test_an_unknown_prompt_character_says_what_to_do(cli, tiny_run):
     result = cli(GENERATE, "--out-dir", str(tiny_run[0]), "--prompt", "Ünïcødé ☃")
     assert result.returncode == 2
     message = one_line(result.stderr)
-    assert "not in the vocabulary" in message and "drop them" in message
+    assert "not in the vocabulary" in message and "characters it was trained on" in message
     assert "--tokenizer bpe" in message
+    one = one_line(cli(GENERATE, "--out-dir", str(tiny_run[0]), "--prompt", "a§").stderr)
+    assert "character '§' is not in the vocabulary" in one  # one character: said as one
 
 
 def test_a_trial_step_leaves_the_run_as_it_was():

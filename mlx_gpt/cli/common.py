@@ -14,6 +14,25 @@ from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError
 from mlx_gpt.machine.dtypes import DTYPES
 
 
+def _label_flags_with_no_type() -> None:
+    """typer 0.29's help labels every option with its type, flags too (`--resume
+    <bool>`, even `--help <bool>`), though a flag takes no value: show none for them."""
+    from typer.core import TyperOption
+
+    labelled = getattr(TyperOption, "display_type_rich", None)
+    if labelled is None or getattr(labelled, "_flags_unlabelled", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else labelled(self, ctx)
+
+    display_type_rich._flags_unlabelled = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_label_flags_with_no_type()
+
+
 def say(line: str) -> None:
     """One line on stderr: errors, warnings, summaries, everything that is not the output."""
     typer.echo(line, err=True)

@@ -36,6 +36,13 @@ fraction of the work.
 """
 
 
+# What each --window does, in the words the summary line uses.
+WINDOW_WORDS = {
+    "fast": "KV cache, refilled from the last half block when full",
+    "exact": "a full forward pass over the last block per token, as gpt.py",
+}
+
+
 @user_errors
 def generate_command(
     tokens: Annotated[
@@ -122,7 +129,7 @@ def generate_command(
             if tokenizer.kind != "char":
                 amount = f"{r.generated} tokens ({chars} characters)"
             say(
-                f"\n[{run.path}/{checkpoint}, {trained}, window {window}] {amount}, "
+                f"\n[{run.path}/{checkpoint}, {trained}, {WINDOW_WORDS[window]}] {amount}, "
                 f"{r.tokens_per_sec:,.0f} tok/s, peak {r.peak_memory_mb:,.0f} MB"
             )
     finally:

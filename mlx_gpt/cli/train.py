@@ -160,10 +160,25 @@ def print_banner(start) -> None:
     else:
         micro = cfg.batch_size // (ranks.size * cfg.grad_accum)
         batch = f"micro-batch {micro} x {cfg.block_size} (accumulate {cfg.grad_accum})"
+    if note := vocabulary_note(start.model.config, start.model.num_params()):
+        print(note)
     checkpointing = ", activation checkpointing" if cfg.activation_checkpointing else ""
     print(f"compute {cfg.dtype} (weights float32){checkpointing} | {batch}")
     verb = f"resuming at step {start.state['step']}" if start.resumed else "training"
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
+
+
+def vocabulary_note(model, params: int) -> str | None:
+    """A line for a model that is mostly vocabulary (a large BPE on a small model): its
+    embedding and head then take most of each step, which a newcomer would not guess."""
+    tables = model.vocab_size * model.n_embd * (1 if model.tie_embeddings else 2)
+    if tables <= params / 2:
+        return None
+    return (
+        f"note: the {model.vocab_size:,}-token vocabulary holds {tables / params:.0%} of the "
+        f"parameters, and its head's matmul most of each step's time; a smaller "
+        f"--vocab-size or a wider model gets more out of a step"
+    )
 
 
 def print_summary(cfg: TrainConfig, result) -> None:

@@ -122,8 +122,9 @@ def start_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
             return tokenizer.encode(prompt)
         except UserError as e:
             raise UserError(
-                f"prompt: {e} of this char run; drop them from the prompt, or sample from a "
-                "BPE run (train.py --tokenizer bpe), which encodes any text"
+                f"prompt: {e} of this char run; write the prompt in the characters it was "
+                "trained on, or sample from a BPE run (train.py --tokenizer bpe), which "
+                "encodes any text"
             ) from None
     try:
         return tokenizer.encode("\n") or [0]
