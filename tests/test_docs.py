@@ -121,3 +121,19 @@ def test_the_command_finder_sees_launch_and_chains(tmp_path):
         "pip install . && python generate.py --tokens 5 # x\n```\n"
     )
     assert commands(page) == [["train.py", "--preset", "small"], ["generate.py", "--tokens", "5"]]
+
+
+def test_the_readmes_python_runs_on_a_trained_run(cli, tiny_run, tmp_path):
+    # The snippet imports the package's modules by their paths: a module that moves
+    # without the front page moving with it fails here.
+    out, _ = tiny_run
+    blocks = [
+        body for lang, body in BLOCK.findall((ROOT / "README.md").read_text()) if lang == "python"
+    ]
+    assert blocks, "README.md has no python block"
+    for body in blocks:
+        script = tmp_path / "snippet.py"
+        script.write_text(body.replace('"out/small"', repr(str(out))))
+        ran = cli(str(script), cwd=tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        assert len(ran.stdout) == 200  # the 200 characters it asks for, streamed

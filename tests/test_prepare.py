@@ -265,3 +265,21 @@ def test_a_truncated_shards_advice_works_when_followed(cli, tmp_path):
     followed = cli(*words[1:])
     assert followed.returncode == 0, followed.stderr
     assert (out / "train_000000.bin").read_bytes() == whole
+
+
+@pytest.mark.parametrize("damage", ["meta.json", "tokenizer.json"])
+def test_a_damaged_folders_advice_works_when_followed(cli, tmp_path, damage):
+    out = tmp_path / "data"
+    books = small_books(tmp_path)
+    assert prepare(cli, books, "--out-dir", out, *BPE).returncode == 0
+    if damage == "meta.json":
+        (out / damage).write_text("{ not json")
+    else:
+        (out / damage).unlink()
+    train = (str(ROOT / "train.py"), "--preset", "tiny", "--data", str(out), "--max-iters", "2")
+    trained = cli(*train, "--out-dir", str(tmp_path / "run"))
+    assert trained.returncode == 2
+    assert "prepare command again with --overwrite" in one_line_error(trained)
+    assert prepare(cli, books, "--out-dir", out, *BPE, "--overwrite").returncode == 0
+    again = cli(*train, "--out-dir", str(tmp_path / "run2"))
+    assert again.returncode == 0, again.stderr

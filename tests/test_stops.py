@@ -79,7 +79,7 @@ def test_ctrl_c_in_the_first_evaluation_stops_within_batches_and_resumes(cli, tm
     sampled = cli(GENERATE, "--out-dir", str(out), "--checkpoint", "latest", "--tokens", "5")
     assert sampled.returncode == 0, sampled.stderr
     assert "warning:" in sampled.stderr and "untrained model of step 0" in sampled.stderr
-    assert "latest, step 0, window" in sampled.stderr
+    assert "latest, step 0, KV cache" in sampled.stderr
 
     # Resumed (with a short evaluation), it logs what an unbroken run logs.
     short = ["--eval-iters", "4", "--max-iters", "8"]

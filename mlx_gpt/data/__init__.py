@@ -5,4 +5,6 @@ tokens.py    token ids as shards (arrays or memory maps), the splits, the batche
 layouts.py   a prepared folder (--data DIR): ours, nanoGPT's or build-nanogpt's
 sources.py   the documents of a corpus: files, a folder, a Hugging Face dataset
 prepare.py   `python -m mlx_gpt prepare`: a corpus tokenized once into shards
+recipe.py    a prepare's settings, and the command line that repeats them
+restart.py   a prepare's folder: go on after a stop, or delete its files to start over
 """

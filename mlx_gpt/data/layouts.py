@@ -175,14 +175,17 @@ def _open_nanogpt(path: Path) -> Corpus:
     return Corpus(path, "nanogpt", splits, _files_digest(files), kind, tokenizer, vocab, None)
 
 
+AGAIN = "run the prepare command again with --overwrite"  # what mends a damaged folder
+
+
 def _read_meta(path: Path) -> dict:
     try:
         meta = json.loads((path / META).read_text())
         meta["splits"]["train"]["shards"], meta["tokenizer"]["kind"]  # noqa: B018
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path / META} is damaged ({e}); run `prepare` again") from None
+        raise UserError(f"{path / META} is damaged ({e}); {AGAIN}") from None
     if not (path / HF_FILE).is_file() and not (path / CHAR_FILE).is_file():
-        raise UserError(f"{path} has no tokenizer ({HF_FILE} or {CHAR_FILE}); run `prepare` again")
+        raise UserError(f"{path} has no tokenizer ({HF_FILE} or {CHAR_FILE}); {AGAIN}")
     return meta
 
 

@@ -18,8 +18,6 @@ written last; it marks the corpus whole and is what a training run reads (layout
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -29,16 +27,15 @@ import numpy as np
 
 from mlx_gpt.data.layouts import META, damaged_shard
 from mlx_gpt.data.recipe import PrepareConfig, prepare_command
+from mlx_gpt.data.restart import PROGRESS, delete_prepare, read_json, read_progress
 from mlx_gpt.data.shards import ShardWriter, write_json
 from mlx_gpt.data.sources import Source
-from mlx_gpt.data.tokenizing import TOKENIZER_FILES, Encoder, make_tokenizer
+from mlx_gpt.data.tokenizing import Encoder, make_tokenizer
 from mlx_gpt.errors import UserError
 
-PROGRESS = "progress.json"
 BATCH_BYTES = 4 << 20  # text tokenized at a time: large enough to keep every thread busy
 SPLITS = ("val", "train")  # in the order the stream fills them
 VAL_SHARE = 10  # a local source's val is at most a tenth of its bytes
-SHARD_NAME = re.compile(r"(train|val)_\d{6}\.bin(\.tmp)?")
 
 
 @dataclass
@@ -68,9 +65,9 @@ def prepare_corpus(
     split, say) deletes what it wrote, so that the next command starts afresh too."""
     out = Path(out_dir)
     if overwrite:
-        _delete_prepare(out)
+        delete_prepare(out)
     if (out / META).is_file():
-        meta = _read_json(out / META)
+        meta = read_json(out / META)
         if (damaged := damaged_shard(out, meta)) is not None:
             raise UserError(
                 f"{damaged} is missing or not the size meta.json gives; prepare the corpus "
@@ -78,14 +75,14 @@ def prepare_corpus(
             )
         return meta, True
     settings = asdict(cfg)
-    progress = _read_progress(out, settings, overwrite)
+    progress = read_progress(out, settings, overwrite)
     existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _prepare(cfg, source, out, progress, on_progress), False
     except UserError:
         if progress is None:  # this call started it: leave the folder as it found it
-            _delete_prepare(out)
+            delete_prepare(out)
             if not existed:
                 out.rmdir()
         raise
@@ -151,17 +148,6 @@ def _prepare(
     write_json(out / META, meta)
     (out / PROGRESS).unlink(missing_ok=True)
     return meta
-
-
-def _delete_prepare(out: Path) -> None:
-    """The files a prepare writes in out (meta.json, progress.json, the tokenizer, the
-    shards whole or half-written); anything else there is left alone."""
-    if not out.is_dir():
-        return
-    for f in out.iterdir():
-        ours = f.name in (META, PROGRESS, *TOKENIZER_FILES) or SHARD_NAME.fullmatch(f.name)
-        if ours and f.is_file():
-            f.unlink()
 
 
 def _encoded(
@@ -240,37 +226,6 @@ def _meta(cfg: PrepareConfig, tokenizer, dtype, stats: dict, writers: dict) -> d
         "max_id": max(writers[s].max_id for s in SPLITS),
         "splits": {s: stats[s] for s in ("train", "val")},
     }
-
-
-def _read_progress(out: Path, settings: dict, overwrite: bool) -> dict | None:
-    """A stopped prepare's progress, if out holds one asked the same; else out must be
-    new or empty (or hold no prepare's file, with --overwrite, which deleted them)."""
-    if (out / PROGRESS).is_file():
-        progress = _read_json(out / PROGRESS)
-        if progress.get("settings") != settings:
-            raise UserError(
-                f"{out} holds a prepare with other settings; run the same command to "
-                f"finish it, add --overwrite to start over, or choose another --out-dir"
-            )
-        for split in progress["splits"].values():
-            for shard in split["shards"]:
-                if not (out / shard["file"]).is_file():
-                    raise UserError(f"{out / shard['file']} is gone; start over with --overwrite")
-        return progress
-    # A prepare killed before its first progress.json leaves at most its tokenizer.
-    if not overwrite and out.exists() and any(f.name not in TOKENIZER_FILES for f in out.iterdir()):
-        raise UserError(
-            f"{out} is not empty and holds no prepare to finish; choose another --out-dir, "
-            f"or prepare beside its files with --overwrite"
-        )
-    return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is damaged ({e}); delete the folder and prepare again") from None
 
 
 def eta_seconds(p: Progress) -> float | None:
