@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import resource
 import statistics
 import sys
 import time
@@ -47,18 +46,27 @@ MB = 1024**2
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def _load_cpu_module():
-    """mlx_gpt/machine/cpu.py, loaded by its path: importing the mlx_gpt package would load
-    OpenBLAS for MLX (linux_blas.py) into the PyTorch workers too."""
-    path = Path(__file__).resolve().parents[1] / "mlx_gpt" / "machine" / "cpu.py"
-    spec = importlib.util.spec_from_file_location("mlx_gpt_cpu", path)
+def _load_facts_module():
+    """mlx_gpt/machine/facts.py, loaded by its path: importing the mlx_gpt package would
+    load OpenBLAS for MLX (linux_blas.py) into the PyTorch workers too."""
+    path = Path(__file__).resolve().parents[1] / "mlx_gpt" / "machine" / "facts.py"
+    spec = importlib.util.spec_from_file_location("mlx_gpt_machine_facts", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while they are made
     spec.loader.exec_module(module)
     return module
 
 
-_cpu = _load_cpu_module()
-cpu_name, cpu_flags, native_bf16 = _cpu.cpu_name, _cpu.cpu_flags, _cpu.native_bf16
+facts = _load_facts_module()
+cpu_name, cpu_flags = facts.cpu_name, facts.cpu_flags
+# The host as the OS reports it (MLX is not asked: a PyTorch worker does not load it).
+HOST = facts.Machine.detect(ask_mlx=False)
+rss_mb, peak_rss_mb, tree_rss_mb = HOST.rss_mb, HOST.peak_rss_mb, HOST.tree_rss_mb
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (facts.Machine.bf16_native)."""
+    return HOST.bf16_native
 
 
 MODEL_OPTIONS = ("activation", "qkv_bias", "bias", "tie_embeddings")
@@ -81,12 +89,6 @@ def flops_per_token(config: dict, n_params: int) -> float:
     c = config
     non_embedding = n_params - c["block_size"] * c["n_embd"]
     return 6 * non_embedding + 12 * c["n_layer"] * c["n_embd"] * c["block_size"]
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / MB if sys.platform == "darwin" else rss / 1024
 
 
 def time_calls(fn, n: int) -> list[float]:

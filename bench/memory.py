@@ -29,29 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name  # noqa: E402
+from common import cpu_name, facts, peak_rss_mb, rss_mb  # noqa: E402
 
 GPT2 = dict(vocab_size=50_304, n_layer=12, n_head=12, n_embd=768, dropout=0.0,
             activation="gelu_tanh", qkv_bias=True, tie_embeddings=True)  # fmt: skip
 CASES = ("mlx fp32", "mlx fp32 ckpt", "mlx bf16", "torch fp32")
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def mlx_case(case: str, micro: int, block: int, steps: int) -> dict:
@@ -132,8 +120,7 @@ def worker(args) -> None:
 
 
 MAC_RAM_GB = (8, 16, 24, 36, 64)
-METAL_SHARE = 0.75  # of RAM that Metal recommends as a working set: an assumption, see README
-BUDGET_SHARE = 0.8  # of that, training's default budget (guards.memory_budget)
+GB = 1024**3
 
 
 def fits_table(rows: list[dict]) -> list[str]:
@@ -153,7 +140,13 @@ def fits_table(rows: list[dict]) -> list[str]:
         fixed = p0 - per_seq * m0
         cells = []
         for ram in MAC_RAM_GB:
-            budget = BUDGET_SHARE * METAL_SHARE * ram * 1024
+            # Training's default budget on a Mac of this RAM, in MB (facts.Machine).
+            mac = facts.Machine.from_facts(
+                sys_platform="darwin",
+                device_info={"max_recommended_working_set_size": facts.metal_working_set(ram * GB)},
+                ram_bytes=ram * GB,
+            )
+            budget = mac.memory_budget_bytes() / 2**20
             micro = 0
             while fixed + per_seq * 2 ** (micro.bit_length()) <= budget and micro < 512:
                 micro = 2 ** (micro.bit_length())

@@ -7,7 +7,7 @@ itself: Shakespeare's lines recombined, and words drawn at random from its vocab
 so that no tokenizer's word cache flatters one pipeline. Both pipelines then tokenize
 it with the same byte-level BPE (50,257 tokens, learned once on a sample) on the same
 cores, one after the other, and this prints tokens/s and the peak resident memory of
-each pipeline's whole process tree (workers included), sampled from /proc.
+each pipeline's whole process tree (workers included), sampled from /proc (from `ps` on macOS).
 
 nanoGPT's pipeline is data/openwebtext/prepare.py's, with the tokenizer swapped:
 `datasets.map(num_proc=N)` over the documents (one token list per document, the
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name  # noqa: E402
+from common import cpu_name, tree_rss_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "mlx_gpt" / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
@@ -97,29 +97,6 @@ def learn_tokenizer(corpus: Path, out: Path, chars: int = 20_000_000) -> None:
             if size >= chars:
                 break
     BPETokenizer.train(sample, 50_257, special_tokens=[EOT]).hf.save(str(out))
-
-
-def tree_rss_mb(pid: int) -> float:
-    """The resident memory of a process and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        stack.extend(children.get(p, []))
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
 
 
 def measure(command: list[str], env: dict) -> tuple[float, float, str]:

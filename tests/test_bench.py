@@ -73,15 +73,6 @@ def test_a_worker_past_its_time_becomes_a_timeout_row(cli, tmp_path):
     assert "quick: MLX (run 1/2) timeout" in result.stderr
 
 
-def test_native_bf16_comes_from_the_cpu_flags(monkeypatch):
-    from common import native_bf16
-
-    monkeypatch.delenv("BENCH_NO_BF16", raising=False)
-    assert native_bf16({"avx2", "avx512f", "avx512_bf16"})
-    assert native_bf16({"avx2", "amx_bf16"}) and native_bf16({"asimd", "bf16"})
-    assert not native_bf16({"avx2", "fma"}) and not native_bf16({"avx2", "avx512f"})
-
-
 def test_end_to_end_runs_both_training_loops(cli, tmp_path):
     out = tmp_path / "results.json"
     args = ["--configs", "", "--end-to-end", "--e2e-max-iters", "20", "--e2e-eval-iters", "2"]

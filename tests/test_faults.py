@@ -295,22 +295,13 @@ def test_generate_with_a_checkpoint_that_does_not_exist(cli, run):
     assert digest(run) == before
 
 
-@pytest.mark.parametrize(
-    "device, expected",
-    [
-        ({"max_recommended_working_set_size": 10 * 2**30}, 8 * 2**30),  # a Mac: Metal's figure
-        (None, None),  # elsewhere: physical RAM
-    ],
-)
-def test_memory_budget_default(device, expected):
-    # The Metal memory limit cannot be tried on Linux: the budget's logic takes an
-    # injected device description instead of mx.metal.device_info().
+def test_max_memory_overrides_the_machines_budget():
+    from mlx_gpt.machine.facts import Machine
     from mlx_gpt.training.guards import memory_budget
 
-    if expected is None:
-        expected = int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    assert memory_budget(None, device) == expected
-    assert memory_budget(2.5, device) == int(2.5 * 2**30)
+    linux = Machine.from_facts(sys_platform="linux", ram_bytes=24 * 2**30)
+    assert memory_budget(None, linux) == int(0.8 * 24 * 2**30)
+    assert memory_budget(2.5, linux) == int(2.5 * 2**30)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from test_faults import one_line_error
 
 from mlx_gpt.data.tokens import get_batch
 from mlx_gpt.distributed.ranks import Ranks
+from mlx_gpt.errors import UserError
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.runs import checkpoint
 from mlx_gpt.settings import resolve
@@ -141,6 +142,43 @@ def test_micro_batch_auto_takes_the_largest_that_fits(tmp_path):
     assert (saved["micro_batch"], saved["grad_accum"]) == ("auto", 8)
 
 
+@pytest.mark.parametrize(
+    "fixed_gb, per_sequence_gb, budget_gb, resident_gb, runs, chosen",
+    [
+        (1.0, 0.75, 6.4, 0.5, [1, 2, 4], 4),  # 8 is predicted at 7.00 GB from 2 and 4
+        (2.5, 0.5, 5.0, 0.0, [1], 1),  # from one peak (3 GB) and nothing resident, 2 may be 6
+        (2.5, 0.5, 5.0, 2.0, [1, 2, 4], 4),  # 2 GB resident: 2 is at most 4 GB, and is 3.5
+        (0.5, 0.5, 40.0, 0.0, [1, 2, 4, 8, 16, 32], 32),  # everything fits
+    ],
+)
+def test_micro_batch_auto_never_runs_a_size_predicted_over_the_budget(
+    tmp_path, fixed_gb, per_sequence_gb, budget_gb, resident_gb, runs, chosen
+):
+    # On a Mac GPU a trial over the budget swaps rather than fail, so auto must predict.
+    # Here a fake measure's peaks grow as a step's do: fixed + per sequence x micro-batch.
+    cfg = config(tmp_path, "fake", batch_size=32, max_memory=budget_gb)
+    asked = []
+
+    def fake_measure(model, optimizer, cfg, ranks, splits, size):
+        asked.append(size)
+        return int((fixed_gb + per_sequence_gb * size) * 1024**3)
+
+    resident = int(resident_gb * 1024**3)
+    choice = micro.choose(None, None, cfg, Ranks(), None, fake_measure, resident)
+    assert asked == runs and choice.size == chosen and choice.grad_accum == 32 // chosen
+    line = choice.trials_line()
+    assert line.startswith("micro-batch auto: 1 → ") and line.endswith(f"; chose {chosen}")
+    if len(runs) > 1 and chosen < 32:  # predicted from a line through two: exactly
+        over = f"{fixed_gb + per_sequence_gb * 2 * chosen:.2f} GB (predicted, over {budget_gb:.2f}"
+        assert line.endswith(f", {2 * chosen} → {over} GB); chose {chosen}")
+
+
+def test_micro_batch_auto_says_none_fits_when_one_sequence_is_over(tmp_path):
+    cfg = config(tmp_path, "none", batch_size=8, max_memory=1.0)
+    with pytest.raises(UserError, match="no micro-batch fits: one sequence's step peaked at 2"):
+        micro.choose(None, None, cfg, Ranks(), None, lambda *a: 2 * 1024**3, resident=0)
+
+
 def test_micro_batch_n_sets_the_accumulation(tmp_path):
     start = prepare(config(tmp_path, "n", batch_size=8, micro_batch="2"))
     assert start.cfg.grad_accum == 4
@@ -167,11 +205,9 @@ def test_micro_batch_and_dtype_errors_are_one_line_exit_2(cli, tmp_path, flags, 
     assert not (tmp_path / "run").exists()
 
 
-def test_auto_dtype_is_bf16_only_on_a_gpu_even_with_cpu_bf16_units(monkeypatch, tmp_path):
-    import mlx_gpt.machine.cpu
+def test_auto_dtype_is_bf16_only_on_a_gpu_even_with_cpu_bf16_units(tmp_path):
     from mlx_gpt.settings import auto_dtype
 
-    monkeypatch.setattr(mlx_gpt.machine.cpu, "native_bf16", lambda: True)
     expected = "bfloat16" if mx.default_device() == mx.gpu else "float32"
     assert auto_dtype() == expected
     assert resolve("gpt2", None, {"out_dir": str(tmp_path)}).dtype == expected

@@ -138,16 +138,18 @@ def apply_threads(threads: int) -> None:
 
 
 def environment_line() -> str:
-    import mlx.core as mx
-
+    """Where the matmuls run: the GPU (Metal or CUDA) and its memory, or the CPU's BLAS."""
     from mlx_gpt.machine import linux_blas
+    from mlx_gpt.machine.facts import Machine
 
-    return f"device {mx.default_device().type.name} | BLAS: {linux_blas.describe()}"
+    return Machine.detect().describe(blas=linux_blas.describe())
 
 
 def blas_warning() -> None:
-    """One line on stderr when MLX is on its slow reference BLAS: why, and the fix."""
+    """One line on stderr when MLX's matmuls run on the CPU's slow reference BLAS: why,
+    and the fix. On a GPU the CPU's BLAS does not matter, so nothing is said."""
     from mlx_gpt.machine import linux_blas
+    from mlx_gpt.machine.facts import Machine
 
-    if message := linux_blas.warning():
+    if Machine.detect().matmuls_on_cpu and (message := linux_blas.warning()):
         say(f"warning: {message}")

@@ -156,6 +156,7 @@ def print_banner(start) -> None:
     )
     blas_warning()
     if start.micro_batch:
+        print(start.micro_batch.trials_line())
         batch = start.micro_batch.line(cfg.block_size)
     else:
         micro = cfg.batch_size // (ranks.size * cfg.grad_accum)

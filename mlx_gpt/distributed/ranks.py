@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,12 @@ from mlx_gpt.machine.dtypes import dtype_named
 from mlx_gpt.runs import checkpoint
 
 # Environment variables that mean "started by mlx.launch (or mpirun)", and the backend
+# it set up. mlx.launch's backends set MLX_RANK and one of the first three (NCCL, its
+# default where CUDA is, also NCCL_PORT and MLX_WORLD_SIZE); mpirun sets the last two.
 BACKENDS = (
     ("MLX_HOSTFILE", "ring"),
     ("MLX_IBV_DEVICES", "jaccl"),
+    ("NCCL_HOST_IP", "nccl"),
     ("OMPI_COMM_WORLD_SIZE", "mpi"),
     ("PMI_SIZE", "mpi"),
 )
@@ -214,12 +218,13 @@ def check_same_data(ranks: Ranks, digest: str | None, error: str | None) -> None
             )
 
 
-def launched() -> str:
+def launched(env: Mapping[str, str] = os.environ) -> str:
     """The backend mlx.launch (or mpirun) set this process up for, or "" for none."""
-    if "MLX_RANK" not in os.environ and not any(v in os.environ for v, _ in BACKENDS[2:]):
+    mpirun = any(var in env for var, backend in BACKENDS if backend == "mpi")
+    if "MLX_RANK" not in env and not mpirun:
         return ""
     for var, backend in BACKENDS:
-        if var in os.environ:
+        if var in env:
             return backend
     return ""
 

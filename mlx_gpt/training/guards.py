@@ -5,8 +5,6 @@ that says when to save latest/ between evaluations."""
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +13,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_gpt.errors import Diverged, UserError
-
-GB = 1024**3
-BUDGET_SHARE = 0.8  # of what the machine recommends (Mac) or has (elsewhere)
+from mlx_gpt.machine.facts import GB, Machine
 
 
 def check_finite(loss: float, step: int, saved_step: int, cfg: Any) -> None:
@@ -53,34 +49,32 @@ def check_same_data(saved: str | None, current: str, data_changed: bool) -> None
     )
 
 
-def memory_budget(max_memory_gb: float | None, device: dict[str, Any] | None = None) -> int:
-    """Bytes a run may use: --max-memory, else 80% of what Metal recommends on a Mac,
-    else 80% of physical RAM. `device` is mx.metal.device_info() on a Mac (injectable
-    for tests)."""
+def memory_budget(max_memory_gb: float | None, machine: Machine | None = None) -> int:
+    """Bytes a run may use: --max-memory, else the machine's default budget (80% of what
+    Metal recommends on a Mac GPU, of the GPU's memory under CUDA, of RAM on a CPU)."""
     if max_memory_gb is not None:
         return int(max_memory_gb * GB)
-    if device is None and sys.platform == "darwin" and mx.metal.is_available():
-        device = mx.device_info() if hasattr(mx, "device_info") else mx.metal.device_info()
-    if device and device.get("max_recommended_working_set_size"):
-        return int(BUDGET_SHARE * device["max_recommended_working_set_size"])
-    return int(BUDGET_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return (machine or Machine.detect()).memory_budget_bytes()
 
 
 def limit_memory(budget: int) -> None:
-    """MLX's memory limit at the budget: past it, MLX waits for the work in flight
-    before it allocates more, and on a Mac GPU fails cleanly instead of letting the
-    machine swap (which can freeze the whole laptop)."""
+    """MLX's memory limit at the budget. Past it MLX waits for the work in flight before
+    it allocates more; it never fails an allocation there, and on a Mac GPU it swaps
+    rather than fail, so the budget keeps a run from getting that far only because the
+    first step's peak is checked against it (check_memory) and auto's trials predict."""
     mx.set_memory_limit(budget)
 
 
 @contextmanager
-def working_set() -> Iterator[None]:
-    """Inside, MLX's peak counter measures what the work needs, not how far ahead of
-    it MLX ran: with its limit this low, MLX waits for each operation before it
-    allocates the next one's output. Without that, on a CPU, MLX allocates the outputs
-    of most of a step's graph before much of it has run, up to the limit; a run at the
-    budget (limit_memory) stays under it either way. Slower: for trial steps."""
-    previous = mx.set_memory_limit(1)
+def working_set(machine: Machine | None = None, budget: int | None = None) -> Iterator[None]:
+    """Inside, MLX's peak counter measures what the work needs, not how far ahead of it
+    MLX ran. On a CPU the limit is 1 byte, so MLX waits for each operation before it
+    allocates the next one's output (without that it allocates the outputs of most of a
+    step's graph before much of it has run). On a GPU, the run's own budget, which is
+    what bounds it in training (Machine.trial_memory_limit says why). For trial steps."""
+    machine = machine or Machine.detect()
+    limit = machine.trial_memory_limit(budget if budget is not None else mx.get_memory_limit())
+    previous = mx.set_memory_limit(limit)
     try:
         yield
     finally:

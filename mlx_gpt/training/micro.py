@@ -5,13 +5,16 @@ steps that follow from it.
 losses are those of the same run with an explicit --grad-accum. N sets the micro-batch;
 auto measures. It runs one trial step (undone: no weight changes) for each power of two
 that divides the batch, smallest first, with MLX's own peak-memory counter, and keeps
-the largest whose first step stays under the budget (--max-memory). Smallest first,
-because a trial far over the budget could make a Mac swap, or its allocator abort.
+the largest whose first step stays under the budget (--max-memory). No allocation fails
+at MLX's memory limit (on a Mac GPU, past it the machine swaps, and past RAM MLX aborts
+the process), so a trial too big must never run: a step's peak grows as a fixed part
+plus a part per sequence, and each next size is predicted from the peaks measured so
+far. The search stops before the first size predicted over the budget.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import mlx.core as mx
 import numpy as np
@@ -24,6 +27,15 @@ from mlx_gpt.training import guards
 from mlx_gpt.training.step import build_step, micro_batch_size, trial_step
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One size auto looked at: its peak (bytes), measured or predicted."""
+
+    size: int
+    peak: int
+    predicted: bool = False
+
+
 @dataclass
 class MicroBatch:
     """What --micro-batch auto chose, for the banner."""
@@ -32,12 +44,41 @@ class MicroBatch:
     grad_accum: int
     peak: int  # bytes, the first step's
     budget: int
+    trials: list[Trial] = field(default_factory=list)
 
     def line(self, block_size: int) -> str:
         return (
             f"micro-batch {self.size} x {block_size} (accumulate {self.grad_accum}): "
             f"{guards.size_text(self.peak)} of {guards.size_text(self.budget)}"
         )
+
+    def trials_line(self) -> str:
+        """Every size looked at, with its peak, and the choice: `micro-batch auto:
+        1 → 2.48 GB, 2 → 3.22 GB, 4 → 7.69 GB (predicted, over 6.40 GB); chose 2`."""
+        return f"micro-batch auto: {trials_text(self.trials, self.budget)}; chose {self.size}"
+
+
+def trials_text(trials: list[Trial], budget: int) -> str:
+    def one(t: Trial) -> str:
+        over = f"over {guards.size_text(budget)}" if t.peak > budget else ""
+        note = ", ".join(w for w in ("predicted" if t.predicted else "", over) if w)
+        return f"{t.size} → {guards.size_text(t.peak)}" + (f" ({note})" if note else "")
+
+    return ", ".join(one(t) for t in trials)
+
+
+def predict(measured: list[Trial], size: int, resident: int = 0) -> int:
+    """The peak of a step with micro-batches of `size`, from the measured ones. Peaks grow
+    as fixed + per-sequence x size: through the last two measured, that line. From one,
+    the line through it and `resident`, the memory held before any step (weights and
+    AdamW's moments): the steepest the line can be, so the prediction is never under."""
+    last = measured[-1]
+    if len(measured) == 1:
+        per_sequence = (last.peak - resident) / last.size
+    else:
+        before = measured[-2]
+        per_sequence = (last.peak - before.peak) / (last.size - before.size)
+    return int(last.peak + max(per_sequence, 0) * (size - last.size))
 
 
 def with_micro_batch(cfg: TrainConfig, ranks: Ranks) -> TrainConfig:
@@ -70,27 +111,46 @@ def measure(model, optimizer, cfg: TrainConfig, ranks: Ranks, splits: Splits, si
     x, y = get_batch(splits.train, cfg.batch_size, cfg.block_size, rng)
     mx.clear_cache()
     mx.reset_peak_memory()
-    with guards.working_set():
+    with guards.working_set(budget=guards.memory_budget(cfg.max_memory)):
         trial_step(step, model, optimizer, x, y)
     peak = max(ranks.gather_json(mx.get_peak_memory()))
     mx.clear_cache()
     return peak
 
 
-def choose(model, optimizer, cfg: TrainConfig, ranks: Ranks, splits: Splits) -> MicroBatch:
-    """--micro-batch auto: the largest power-of-two micro-batch whose trial step fits."""
+def choose(
+    model,
+    optimizer,
+    cfg: TrainConfig,
+    ranks: Ranks,
+    splits: Splits,
+    measure=measure,
+    resident: int | None = None,
+) -> MicroBatch:
+    """--micro-batch auto: the largest power-of-two micro-batch whose trial step fits,
+    never running one predicted over the budget. `measure` and `resident` (the bytes
+    held before any step, on the rank that holds most) are injectable for tests."""
     budget = guards.memory_budget(cfg.max_memory)
-    fits, smallest = None, None
+    if resident is None:
+        mx.eval(model.parameters(), optimizer.state)  # lazy until now: made, they count
+        resident = max(ranks.gather_json(mx.get_active_memory()))
+    measured: list[Trial] = []
+    fits = None
     for size in sizes(cfg, ranks):
-        peak = measure(model, optimizer, cfg, ranks, splits, size)
-        smallest = peak if smallest is None else smallest
-        if peak > budget:
+        if measured and (expected := predict(measured, size, resident)) > budget:
+            trials = [*measured, Trial(size, expected, predicted=True)]
             break
-        fits = MicroBatch(size, cfg.batch_size // (ranks.size * size), peak, budget)
+        measured.append(Trial(size, measure(model, optimizer, cfg, ranks, splits, size)))
+        trials = measured
+        if measured[-1].peak > budget:
+            break
+        fits = MicroBatch(size, cfg.batch_size // (ranks.size * size), measured[-1].peak, budget)
     if fits is None:
         raise UserError(
-            f"no micro-batch fits: one sequence's step peaked at {guards.size_text(smallest)}, "
-            f"over the budget of {guards.size_text(budget)} (--max-memory); try "
+            f"no micro-batch fits: one sequence's step peaked at "
+            f"{guards.size_text(measured[0].peak)}, over the budget of "
+            f"{guards.size_text(budget)} (--max-memory); try "
             f"--activation-checkpointing, --dtype bfloat16 or a shorter --block-size"
         )
+    fits.trials = list(trials)
     return fits
