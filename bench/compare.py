@@ -266,6 +266,8 @@ def main(
         "devices": devices,
         "versions": versions(),
         "blas": sorted({r["blas"] for r in results if "blas" in r}),
+        # Whether MLX's float32 rows ran their matmuls as TF32 (CUDA's default).
+        "mlx_tf32": any(r.get("tf32") for r in results),
         "threads": threads,
         "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
     }

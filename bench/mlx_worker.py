@@ -30,6 +30,7 @@ from mlx_gpt.config import TrainConfig
 from mlx_gpt.generation.decoding import cached_tokens, exact_tokens
 from mlx_gpt.generation.sampling import Sampler
 from mlx_gpt.machine import linux_blas
+from mlx_gpt.machine.facts import Machine
 from mlx_gpt.model.gpt import GPT
 from mlx_gpt.training.optimizer import make_optimizer
 from mlx_gpt.training.step import make_train_step
@@ -70,10 +71,13 @@ def main() -> None:
     one_step()  # traces and compiles
     compile_s = time.perf_counter() - start
     times = time_calls(one_step, spec["warmup_steps"] + spec["train_steps"])
+    machine = Machine.detect()
     result = {
         "framework": "mlx",
         "variant": "mlx (compiled, fp32)",
         "device": mx.default_device().type.name,  # cpu or gpu
+        "mlx_backend": machine.backend,  # metal, cuda or cpu
+        "tf32": machine.tf32,  # float32 matmuls as TF32 (CUDA, unless MLX_ENABLE_TF32=0)
         "version": mx.__version__,
         "blas": linux_blas.describe(),
         "blas_core": linux_blas.status.core,

@@ -154,3 +154,15 @@ def test_rss_from_ps_agrees_with_proc_and_a_process_tree_counts_its_children():
 )  # fmt: skip
 def test_launched_knows_each_backend_mlx_launch_and_mpirun_set_up(env, backend):
     assert launched(env) == backend
+
+
+def test_tf32_is_cudas_default_and_off_with_mlx_enable_tf32_0():
+    gpu = linux_cuda_80gb_gpu_on_24gb_host()
+    assert gpu.tf32
+    off = Machine.from_facts(
+        sys_platform="linux",
+        device_info=dict(gpu.device_info),
+        ram_bytes=24 * GB,
+        env={"MLX_ENABLE_TF32": "0"},
+    )
+    assert not off.tf32 and not linux_cpu().tf32

@@ -124,6 +124,13 @@ class Machine:
         return self.backend == "cpu"
 
     @property
+    def tf32(self) -> bool:
+        """Whether MLX runs float32 matmuls as TF32 (a 10-bit mantissa, about 1e-3 apart
+        from float32): its cuBLAS path does unless MLX_ENABLE_TF32=0. MLX 0.32's Metal
+        backend reads no such switch; newer GPUs may, so tests set it off everywhere."""
+        return self.backend == "cuda" and self.env.get("MLX_ENABLE_TF32", "1") != "0"
+
+    @property
     def bf16_native(self) -> bool:
         """Whether the CPU computes bfloat16 in hardware (M1 does not; M2 and later, and
         x86 with AVX-512 BF16 or AMX, do). BENCH_NO_BF16=1 answers no, to try a CPU's
