@@ -32,7 +32,7 @@ MODEL_FIELDS = (
 INHERITED = (*MODEL_FIELDS, "tokenizer", "vocab_size")
 # Of those, what each may set for itself; the rest must match the other run's.
 MAY_CHANGE_ON_RESUME = ("dropout",)
-# Training's compute dtypes (--dtype); auto is resolved in settings.py.
+# Training's compute dtypes (--dtype); auto is measured (machine/speed.py) in settings.py.
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
 MAY_CHANGE_ON_INIT_FROM = ("block_size", "dropout")
 # The warm-up's divisor: warmup + 1 (nanoGPT) or warmup (build-nanogpt); optimizer.py.
@@ -239,7 +239,8 @@ class TrainConfig(ConfigDict):
     dtype: str = setting(
         "float32",
         "Compute dtype: float32 or bfloat16 (the weights and AdamW's moments stay float32; "
-        "the loss is taken in float32); auto: bfloat16 on a GPU, float32 on a CPU.",
+        "the loss is taken in float32); auto: the one a matmul of the model's shapes runs "
+        "faster in here (measured once, kept in ~/.cache/mlx-gpt).",
         RUNTIME,
     )
     activation_checkpointing: bool = setting(

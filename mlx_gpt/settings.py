@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +67,19 @@ def resolve(
         raise UserError("give --grad-accum or --micro-batch, not both: one follows from the other")
     if "grad_accum" in overrides:
         settings["micro_batch"] = None  # a resumed run's --micro-batch gives way to it
-    if settings.get("dtype") == "auto":
-        settings["dtype"] = auto_dtype()
     cfg = TrainConfig.from_dict(settings)
+    if cfg.dtype == "auto":  # measured once per machine and model shape (machine/speed.py)
+        cfg = replace(cfg, dtype=auto_dtype(cfg.block_size, cfg.n_embd))
     cfg.validate()
     return cfg
 
 
-def auto_dtype() -> str:
-    """bfloat16 on a GPU, float32 on a CPU. MLX's CPU backend computes bf16 matmuls
-    without the CPU's bf16 units, even where it has them: on a Xeon with avx512_bf16
-    and amx_bf16, a 1024^3 bf16 matmul took 42x the float32 one."""
-    import mlx.core as mx
+def auto_dtype(block_size: int, n_embd: int) -> str:
+    """--dtype auto: the compute dtype a matmul of the model's shapes runs faster in on
+    this machine's device (bfloat16 only when clearly faster)."""
+    from mlx_gpt.machine.speed import choose_dtype, model_shape
 
-    return "bfloat16" if mx.default_device() == mx.gpu else "float32"
+    return choose_dtype(model_shape(block_size, n_embd)).dtype
 
 
 def _take_corpus_tokenizer(settings: dict[str, Any], given: set[str]) -> None:

@@ -205,10 +205,49 @@ def test_micro_batch_and_dtype_errors_are_one_line_exit_2(cli, tmp_path, flags, 
     assert not (tmp_path / "run").exists()
 
 
-def test_auto_dtype_is_bf16_only_on_a_gpu_even_with_cpu_bf16_units(tmp_path):
-    from mlx_gpt.settings import auto_dtype
+def test_auto_dtype_is_the_faster_by_a_measured_matmul_once_per_machine(tmp_path, monkeypatch):
+    from mlx_gpt.machine.speed import cached_choice, choose_dtype, model_shape
 
-    expected = "bfloat16" if mx.default_device() == mx.gpu else "float32"
-    assert auto_dtype() == expected
-    assert resolve("gpt2", None, {"out_dir": str(tmp_path)}).dtype == expected
+    monkeypatch.setenv("MLX_GPT_CACHE_DIR", str(tmp_path / "cache"))
+    measured = []
+
+    def fake(speeds):
+        def measure(shape, dtype):
+            measured.append((shape, dtype))
+            return speeds[dtype]
+
+        return measure
+
+    shape = model_shape(1024, 768)
+    assert shape == (1024, 768, 3072)
+    assert cached_choice(shape) is None
+    # An M1's GPU, say: bf16 no faster than float32, so float32.
+    assert choose_dtype(shape, measure=fake({"float32": 900.0, "bfloat16": 850.0})).dtype == (
+        "float32"
+    )
+    assert len(measured) == 2
+    # Once measured, the machine's figures are kept: a second run measures nothing.
+    again = choose_dtype(shape, measure=fake({"float32": 1.0, "bfloat16": 1000.0}))
+    assert again.dtype == "float32" and len(measured) == 2 and cached_choice(shape) == again
+    assert "float32 900, bfloat16 850 GFLOP/s on a 1024x768x3072 matmul" in again.text()
+    # Another shape is measured afresh; there bf16 is clearly faster.
+    other = choose_dtype((256, 384, 1536), measure=fake({"float32": 400.0, "bfloat16": 800.0}))
+    assert other.dtype == "bfloat16" and len(measured) == 4
+
+
+def test_auto_dtype_on_this_machine_follows_its_measured_matmuls(tmp_path, monkeypatch):
+    from mlx_gpt.machine.speed import cached_choice, model_shape
+
+    monkeypatch.setenv("MLX_GPT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = resolve("gpt2", None, {"out_dir": str(tmp_path)})
+    choice = cached_choice(model_shape(1024, 768))
+    assert choice is not None and cfg.dtype == choice.dtype
+    faster = max(choice.gflops, key=choice.gflops.get)
+    assert cfg.dtype == faster or faster == "bfloat16"  # bf16 only when clearly faster
+    if mx.default_device() == mx.cpu:  # MLX's CPU backend emulates bf16 matmuls
+        assert cfg.dtype == "float32"
+    from mlx_gpt.cli.train import dtype_auto_note
+
+    assert dtype_auto_note(cfg) == f"{choice.text()}: chose {cfg.dtype}"  # the banner's line
+    assert dtype_auto_note(resolve("small", None, {"out_dir": str(tmp_path)})) is None
     assert resolve("lecture", None, {"out_dir": str(tmp_path)}).dtype == "float32"

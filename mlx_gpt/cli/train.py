@@ -165,8 +165,24 @@ def print_banner(start) -> None:
         print(note)
     checkpointing = ", activation checkpointing" if cfg.activation_checkpointing else ""
     print(f"compute {cfg.dtype} (weights float32){checkpointing} | {batch}")
+    if note := dtype_auto_note(cfg):
+        print(note)
     verb = f"resuming at step {start.state['step']}" if start.resumed else "training"
     print(f"{verb} to step {cfg.max_iters} in {cfg.run_dir}/")
+
+
+def dtype_auto_note(cfg: TrainConfig) -> str | None:
+    """For a preset whose --dtype is auto: the matmul speeds it chose by, when the
+    dtype of the run is the one they chose."""
+    from mlx_gpt.machine.speed import cached_choice, model_shape
+    from mlx_gpt.presets import PRESETS
+
+    if PRESETS.get(cfg.preset, {}).get("dtype") != "auto":
+        return None
+    choice = cached_choice(model_shape(cfg.block_size, cfg.n_embd))
+    if choice is None or choice.dtype != cfg.dtype:
+        return None
+    return f"{choice.text()}: chose {choice.dtype}"
 
 
 def vocabulary_note(model, params: int) -> str | None:

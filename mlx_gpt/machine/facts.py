@@ -199,6 +199,14 @@ class Machine:
         return f"device cpu | BLAS: {blas}" if blas else "device cpu"
 
 
+def cache_dir() -> Path:
+    """Where mlx-gpt keeps what it measured or built for this machine (~/.cache/mlx-gpt)."""
+    if os.environ.get("MLX_GPT_CACHE_DIR"):
+        return Path(os.environ["MLX_GPT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mlx-gpt"
+
+
 def metal_working_set(ram_bytes: int) -> int:
     """The working set Metal recommends on a Mac with this much RAM: about 2/3 of it below
     64 GB and 3/4 from 64 GB (an M1 Max with 32 GB reports 21,845 MB)."""

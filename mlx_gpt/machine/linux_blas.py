@@ -39,6 +39,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlx_gpt.machine.facts import cache_dir
+
 SOURCE = Path(__file__).with_name("blas_forward.c")
 SLOWDOWN = "matmuls 20-60x slower"
 
@@ -87,13 +89,6 @@ def _openblas_file() -> Path:
             f"no OpenBLAS library in {lib_dir}", "pip install --force-reinstall scipy-openblas32"
         )
     return found[0]
-
-
-def cache_dir() -> Path:
-    if os.environ.get("MLX_GPT_CACHE_DIR"):
-        return Path(os.environ["MLX_GPT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mlx-gpt"
 
 
 def _compiler() -> str:
