@@ -3,6 +3,7 @@ no Mac and no GPU is here, so each is built from the facts MLX and the OS report
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -166,3 +167,42 @@ def test_tf32_is_cudas_default_and_off_with_mlx_enable_tf32_0():
         env={"MLX_ENABLE_TF32": "0"},
     )
     assert not off.tf32 and not linux_cpu().tf32
+
+
+def test_info_measure_json_writes_the_machines_figures_and_says_what_it_skipped(cli, tmp_path):
+    out = tmp_path / "machine.json"
+    args = ["--measure", "--presets", "tiny,gpt2", "--max-memory", "1", "--json", str(out)]
+    result = cli("-m", "mlx_gpt", "info", *args)
+    assert result.returncode == 0, result.stderr
+    assert "measuring tiny: a float32 training step (batch 8 x 32) ..." in result.stderr
+    data = json.loads(out.read_text())
+    machine = data["machine"]
+    assert machine["backend"] in ("cpu", "metal", "cuda") and machine["memory_budget_gb"] == 1.0
+    assert {"ram_gb", "bf16_native_cpu", "tf32", "mlx", "device_info"} <= set(machine)
+    assert set(data["dtype_auto"]) == {"tiny", "gpt2"}
+    steps = {(s["preset"], s["dtype"]): s for s in data["steps"]}
+    tiny = steps["tiny", data["dtype_auto"]["tiny"]["chose"]]
+    assert tiny["tokens_per_sec"] > 0 and 0 < tiny["peak_bytes"] < 2**30
+    assert tiny["parameters"] > 0 and tiny["micro_batch"] == 8 and tiny["block_size"] == 32
+    # GPT-2's weights, gradients and moments alone are 2 GB: over a 1 GB budget, it is
+    # not run, and the reason says so (on the JSON and on the screen).
+    gpt2 = steps["gpt2", data["dtype_auto"]["gpt2"]["chose"]]
+    assert "over the budget of 1.00 GB" in gpt2["skipped"] and "tokens_per_sec" not in gpt2
+    assert "over the budget of 1.00 GB" in result.stdout
+    minutes = data["arithmetic"][f"tiny_100_steps_minutes_{tiny['dtype']}"]
+    assert minutes == pytest.approx(100 * tiny["seconds"][0] / 60)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--measure", "--presets", "nope"], "--presets 'nope': nope"),
+        (["--json", "x.json"], "go with --measure"),
+        (["--measure", "--max-memory", "-1"], "--max-memory must be a positive"),
+    ],
+)
+def test_info_measure_bad_options_are_one_line_before_anything_runs(cli, args, message):
+    result = cli("-m", "mlx_gpt", "info", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert message in result.stderr
