@@ -155,17 +155,21 @@ def write_ours(folder: Path, tokens: int, vocab: int = 65) -> None:
 
 
 def test_resident_memory_does_not_grow_with_the_corpus(tmp_path):
+    # RSS, as Activity Monitor and top show it: pages read through a memory map count in
+    # it, and 200 steps of 64 random windows read through one touch most of 100 MB (the
+    # map raised max RSS by 94 MB here; read with pread, by 17 MB).
     rss = {}
     for name, tokens in (("small", 500_000), ("large", 50_000_000)):  # 1 MB and 100 MB
         write_ours(tmp_path / name, tokens)
-        args = [*FAST, "--max-iters", "5", "--data", str(tmp_path / name),
+        args = ["--preset", "tiny", "--max-iters", "200", "--batch-size", "64",
+                "--eval-interval", "1000", "--eval-iters", "4", "--data", str(tmp_path / name),
                 "--out-dir", str(tmp_path / f"run-{name}")]  # fmt: skip
         result = subprocess.run(
             [sys.executable, "-c", RSS_PROBE, *args], capture_output=True, text=True, cwd=ROOT
         )
         assert result.returncode == 0 and "RSS" in result.stdout, result.stderr
         rss[name] = float(result.stdout.split("RSS")[-1])  # MB, in the OS's units made MB
-    assert rss["large"] - rss["small"] < 100, rss
+    assert rss["large"] - rss["small"] < 40, rss
 
 
 @pytest.mark.parametrize(

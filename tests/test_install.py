@@ -61,14 +61,17 @@ def test_an_intel_mac_gets_no_mlx_which_has_no_wheel_for_it():
 
 
 def test_mlx_without_a_backend_or_on_an_intel_mac_says_what_to_do(tmp_path):
-    (tmp_path / "mlx").mkdir()
-    line = missing_backend("linux", "x86_64", tmp_path / "mlx")
+    plain, backend = tmp_path / "plain" / "mlx", tmp_path / "backend" / "mlx"
+    plain.mkdir(parents=True)
+    line = missing_backend("linux", "x86_64", [plain])
     assert "without a backend" in line and "mlx-gpt[cpu]" in line and "mlx-gpt[cuda]" in line
-    (tmp_path / "mlx" / "lib").mkdir()
-    (tmp_path / "mlx" / "lib" / "libmlx.so").write_bytes(b"")
-    assert missing_backend("linux", "x86_64", tmp_path / "mlx") is None
-    assert missing_backend("darwin", "arm64", tmp_path / "nothing") is None  # Metal's mlx
-    assert "Apple silicon" in missing_backend("darwin", "x86_64", tmp_path / "mlx")
+    (backend / "lib").mkdir(parents=True)
+    (backend / "lib" / "libmlx.so").write_bytes(b"")
+    # mlx is a namespace package: a stray folder named mlx beside the real one is a part of
+    # it, and the backend is found in any part.
+    assert missing_backend("linux", "x86_64", [plain, backend]) is None
+    assert missing_backend("darwin", "arm64", [plain]) is None  # Metal's mlx has no lib/
+    assert "Apple silicon" in missing_backend("darwin", "x86_64", [backend])
 
 
 def test_a_script_run_with_plain_mlx_on_linux_prints_one_line_and_exits(tmp_path):

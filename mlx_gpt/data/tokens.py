@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import mlx.core as mx
 import numpy as np
@@ -30,6 +32,7 @@ class Tokens:
     def __init__(self, shards: list[np.ndarray]):
         self.shards = list(shards)
         self.sizes = np.array([len(s) for s in self.shards], dtype=np.int64)
+        self._files: dict[int, BinaryIO] = {}  # shard index -> its file, opened on first read
 
     def __len__(self) -> int:
         return int(self.sizes.sum())
@@ -40,14 +43,31 @@ class Tokens:
         A window starts at any of a shard's len - length + 1 places, all shards' places
         counted as one range: with one shard this is nanoGPT's get_batch draw,
         rng.integers(0, len(data) - block_size). The rows are copies, so nothing keeps
-        a memory map alive or pages it all in."""
+        a memory map alive."""
         places = np.maximum(self.sizes - length + 1, 0)
         ends = np.cumsum(places)
         starts = rng.integers(0, ends[-1], size=count)
         shard = np.searchsorted(ends, starts, side="right")
         offset = starts - (ends[shard] - places[shard])
-        rows = [self.shards[s][o : o + length] for s, o in zip(shard, offset, strict=True)]
+        rows = [self._row(s, o, length) for s, o in zip(shard, offset, strict=True)]
         return np.stack(rows).astype(np.int32)  # (count, length)
+
+    def _row(self, shard: int, offset: int, length: int) -> np.ndarray:
+        """`length` tokens of a shard from `offset`. A memory-mapped shard is read with
+        pread, not through its map: every page read through a map counts in this
+        process's resident memory (what Activity Monitor and top show) until the OS
+        evicts it, so a long run's RSS would climb toward the corpus's size. Read with
+        pread, the pages stay in the OS's file cache and nothing here grows (nanoGPT
+        opens its memmap afresh each batch for the same reason)."""
+        data = self.shards[shard]
+        if not isinstance(data, np.memmap):
+            return data[offset : offset + length]
+        if shard not in self._files:
+            self._files[shard] = open(data.filename, "rb", buffering=0)  # noqa: SIM115
+        size = data.dtype.itemsize
+        where = data.offset + int(offset) * size
+        raw = os.pread(self._files[shard].fileno(), length * size, where)
+        return np.frombuffer(raw, dtype=data.dtype)
 
     def concatenated(self) -> np.ndarray:
         return self.shards[0] if len(self.shards) == 1 else np.concatenate(self.shards)
