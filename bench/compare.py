@@ -274,6 +274,9 @@ def main(
     out = Console(width=None if sys.stdout.isatty() else 150)
     if results:
         out.print(training_table(results))
+        counts = {f"{r['framework']} on {r['device']}": r["peak_memory_counts"]
+                  for r in results if "peak_memory_counts" in r}  # fmt: skip
+        out.print("peak MB counts: " + "; ".join(f"{k}: {v}" for k, v in counts.items()))
     if gen_tokens and results:
         out.print(generation_table(results, gen_tokens))
     if e2e:

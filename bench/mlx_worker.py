@@ -88,6 +88,7 @@ def main() -> None:
             config, model.num_params(), compile_s, times, peak, spec["warmup_steps"]
         ),
         "peak_memory_mb": mx.get_peak_memory() / MB,
+        "peak_memory_counts": "live buffers at the peak (mx.get_peak_memory)",
     }
 
     def generate(n: int, cached: bool) -> int:

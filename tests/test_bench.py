@@ -46,7 +46,9 @@ def test_quick_compare_writes_both_frameworks(cli, tmp_path):
 def test_without_native_bf16_autocast_is_skipped_not_emulated(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_NO_BF16", "1")  # as on a CPU without avx512_bf16 / amx_bf16
     out = tmp_path / "results.json"
-    args = ["--quick", "--variants", "autocast", "--gen-tokens", "0", "--json", str(out)]
+    # On the CPU: on a Mac, auto would pick MPS, where autocast is fp16 and never skipped.
+    args = ["--quick", "--variants", "autocast", "--gen-tokens", "0", "--json", str(out),
+            "--torch-device", "cpu"]  # fmt: skip
     result = cli(COMPARE, *args, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
@@ -71,6 +73,22 @@ def test_a_worker_past_its_time_becomes_a_timeout_row(cli, tmp_path):
         assert "tokens_per_sec" not in row or row["ms_per_step"] > 0
     assert "timeout" in result.stdout
     assert "quick: MLX (run 1/2) timeout" in result.stderr
+
+
+def test_the_mps_peak_is_the_most_live_tensors_held_at_a_steps_high_points(monkeypatch):
+    import torch
+    from torch_worker import MpsHigh, peak_memory_mb
+
+    held = iter([300 * 2**20, 500 * 2**20, 420 * 2**20])  # after forward, backward, update
+    monkeypatch.setattr(torch.mps, "current_allocated_memory", lambda: next(held))
+    monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: 900 * 2**20)  # + cache
+    mps = MpsHigh(torch.device("mps"))
+    for _ in range(3):
+        mps.sample()
+    assert peak_memory_mb(torch.device("mps"), mps) == 500
+    idle = MpsHigh(torch.device("cpu"))
+    idle.sample()  # off MPS it asks nothing of torch.mps
+    assert idle.bytes == 0
 
 
 def test_end_to_end_runs_both_training_loops(cli, tmp_path):
