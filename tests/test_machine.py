@@ -118,7 +118,9 @@ def test_metals_recommended_working_set_is_two_thirds_of_ram_below_64gb_three_qu
 def test_this_machine_is_detected_with_its_ram_and_rss():
     here = Machine.detect()
     assert here.sys_platform == sys.platform
-    assert here.ram_bytes == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert here.ram_bytes > 2**30
+    if sys.platform.startswith("linux"):  # macOS's comes from sysctl hw.memsize
+        assert here.ram_bytes == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert 10 < here.rss_mb() <= here.peak_rss_mb() + 1
 
 
