@@ -157,7 +157,7 @@ def write_ours(folder: Path, tokens: int, vocab: int = 65) -> None:
 def test_resident_memory_does_not_grow_with_the_corpus(tmp_path):
     # RSS, as Activity Monitor and top show it: pages read through a memory map count in
     # it, and 200 steps of 64 random windows read through one touch most of 100 MB (the
-    # map raised max RSS by 94 MB here; read with pread, by 17 MB).
+    # map raised peak RSS by 94 MB here; read with pread, by 0 MB).
     rss = {}
     for name, tokens in (("small", 500_000), ("large", 50_000_000)):  # 1 MB and 100 MB
         write_ours(tmp_path / name, tokens)

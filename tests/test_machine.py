@@ -142,6 +142,17 @@ def test_rss_from_ps_agrees_with_proc_and_a_process_tree_counts_its_children():
         child.wait()
 
 
+def test_a_process_started_by_a_big_one_reports_its_own_peak_not_its_parents():
+    # Linux carries ru_maxrss across exec: a child of this 300 MB process would say 300.
+    held = bytearray(300 * 2**20)
+    held[::4096] = b"1" * len(held[::4096])  # resident
+    probe = "from mlx_gpt.machine.facts import Machine; print(Machine.detect().peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 200 < Machine.detect().peak_rss_mb()
+    del held
+
+
 @pytest.mark.parametrize(
     "env, backend",
     [

@@ -9,6 +9,7 @@ benchmark workers can load this file by its path (bench/common.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
@@ -146,7 +147,13 @@ class Machine:
         return value / MB if self.sys_platform == "darwin" else value / 1024
 
     def peak_rss_mb(self) -> float:
-        """This process's peak resident memory, in MB."""
+        """This process's peak resident memory, in MB. On Linux from /proc's VmHWM: Linux
+        carries ru_maxrss across exec, so a process started from a big one would report
+        its parent's size."""
+        if self.sys_platform.startswith("linux"):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
         return self.maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
     def rss_mb(self, pid: int | None = None) -> float:
@@ -213,6 +220,9 @@ def metal_working_set(ram_bytes: int) -> int:
     return int(ram_bytes * (3 / 4 if ram_bytes >= 64 * GB else 2 / 3))
 
 
+# The OS's answers do not change while a process runs, and on macOS each is a sysctl
+# subprocess: they are asked once.
+@functools.cache
 def cpu_name() -> str:
     if sys.platform == "darwin":
         return _sysctl("machdep.cpu.brand_string") or platform.processor()
@@ -222,15 +232,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags: x86 `flags` or aarch64 `Features` of /proc/cpuinfo on
     Linux; on macOS the ARM features (`FEAT_BF16`, ...) that sysctl reports present."""
     if sys.platform == "darwin":
-        return darwin_features(_sysctl("hw.optional.arm", value_only=False))
+        return frozenset(darwin_features(_sysctl("hw.optional.arm", value_only=False)))
     for line in _cpuinfo():
         if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def darwin_features(sysctl_output: str) -> set[str]:
@@ -244,6 +255,7 @@ def darwin_features(sysctl_output: str) -> set[str]:
     return features
 
 
+@functools.cache
 def ram_bytes() -> int:
     if sys.platform == "darwin":
         return int(_sysctl("hw.memsize") or 0)
