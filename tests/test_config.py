@@ -108,9 +108,13 @@ def test_the_gpt2_schedule_is_build_nanogpts_at_every_step():
     np.testing.assert_allclose(nanogpt[:715], 6e-4 * np.arange(1, 716) / 716, rtol=2e-5)
 
 
-def test_every_preset_is_valid():
-    for name in PRESETS:
-        preset_config(name).validate()
+def test_every_preset_is_valid_and_sets_each_setting_it_names():
+    # from_dict ignores keys it does not know (old run folders load), so a misspelt key
+    # in a preset would vanish silently and leave the default in its place.
+    for name, settings in PRESETS.items():
+        cfg = preset_config(name)
+        cfg.validate()
+        assert {k: getattr(cfg, k, "not a setting") for k in settings} == settings, name
 
 
 def test_precedence_preset_then_file_then_flags(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.runs.folder import RunFolder
@@ -172,9 +173,13 @@ def test_ctrl_c_on_rank_0_in_an_evaluation_stops_both_ranks_at_a_batch(tmp_path)
     assert stderr1 == ""
 
 
-def test_kill_9_of_rank_1_stops_rank_0_with_latest_intact(tmp_path):
+def test_kill_9_of_rank_1_stops_rank_0_at_its_next_all_reduce_with_latest_intact(tmp_path):
+    # A killed peer closes its sockets, so the next all-reduce fails at once: the
+    # watchdog, which waits --peer-timeout for a peer that hangs, is given far longer
+    # than the test waits, so only the all-reduce can have noticed.
     out = tmp_path / "run"
-    procs = start_ranks(tmp_path, lambda r: [*TINY, "--max-iters", "100000", "--out-dir", str(out)])
+    args = [*TINY, "--max-iters", "100000", "--out-dir", str(out), "--peer-timeout", "600"]
+    procs = start_ranks(tmp_path, lambda r: args)
     deadline = time.monotonic() + 120
     while not (out / "latest" / "state.json").is_file() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -182,12 +187,15 @@ def test_kill_9_of_rank_1_stops_rank_0_with_latest_intact(tmp_path):
     procs[1].kill()  # SIGKILL
     killed = time.monotonic()
     (code0, _, stderr0), _ = finish(procs, timeout=120)
-    assert time.monotonic() - killed < 20 + 10  # within --peer-timeout (20 s), and then some
+    assert time.monotonic() - killed < 60  # a tenth of the watchdog's 600 s
     assert code0 == 5, stderr0
     lines = stderr0.strip().splitlines()
-    assert len(lines) == 1 and "lost rank 1" in lines[0] and "--resume" in lines[0], stderr0
+    assert len(lines) == 1 and "lost rank 1" in lines[0] and "no answer" not in lines[0], stderr0
+    # The step the line names is the one latest/ holds, and it loads.
+    named = int(re.search(r"latest/ holds step (\d+)\. Resume with: .*--resume", lines[0])[1])
     model, _ = RunFolder(out).load_model("latest")
-    assert model.num_params() > 0
+    assert json.loads((out / "latest" / "state.json").read_text())["step"] == named
+    assert all(np.isfinite(np.array(p)).all() for _, p in tree_flatten(model.parameters()))
 
 
 LATE_RING_LINES = """

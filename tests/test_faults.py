@@ -277,13 +277,17 @@ def test_ctrl_c_twice_exits_at_once(tmp_path):
     out = tmp_path / "twice"
     proc = start(*LONG, "--out-dir", str(out))
     wait_for_step(out, 10, proc)
+    saved_before = loads(out)  # latest/ as it stood when the signals came
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGINT)
     began = time.monotonic()
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and time.monotonic() - began < 10
-    one_line_error(subprocess.CompletedProcess([], 130, "", stderr))
-    assert loads(out) >= 0
+    message = one_line_error(subprocess.CompletedProcess([], 130, "", stderr))
+    # Whatever the second signal cut short, latest/ loads, is no older than it was, and
+    # is the step the message names.
+    named = int(re.search(r"latest/ holds step (\d+)\.", message)[1])
+    assert loads(out) == named >= saved_before
 
 
 def test_generate_with_a_checkpoint_that_does_not_exist(cli, run):
@@ -295,29 +299,40 @@ def test_generate_with_a_checkpoint_that_does_not_exist(cli, run):
     assert digest(run) == before
 
 
-def test_max_memory_overrides_the_machines_budget():
-    from mlx_gpt.machine.facts import Machine
+def test_the_run_takes_the_machines_budget_unless_max_memory_overrides_it():
+    # What each machine's budget is made of is tested in test_machine.py; here, that
+    # the run asks the machine (so a CUDA GPU's budget is of its own memory, not the
+    # host's RAM), and that --max-memory wins on each.
+    from test_machine import linux_cpu, linux_cuda_80gb_gpu_on_24gb_host, mac_m1_16gb
+
     from mlx_gpt.training.guards import memory_budget
 
-    linux = Machine.from_facts(sys_platform="linux", ram_bytes=24 * 2**30)
-    assert memory_budget(None, linux) == int(0.8 * 24 * 2**30)
-    assert memory_budget(2.5, linux) == int(2.5 * 2**30)
+    for machine in (linux_cpu(), linux_cuda_80gb_gpu_on_24gb_host(), mac_m1_16gb()):
+        assert memory_budget(None, machine) == machine.memory_budget_bytes(), machine.backend
+        assert memory_budget(2.5, machine) == int(2.5 * 2**30)
 
 
 @pytest.mark.parametrize(
     "signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
 )
-def test_each_stop_signal_asks_for_a_clean_stop(signum, code):
+def test_each_stop_signal_asks_for_a_clean_stop_then_gives_back_the_callers_handler(signum, code):
     # The SIGTERM row above runs the whole path; this checks that SIGHUP and SIGINT take
     # it too, and that a second signal stops at once.
     from mlx_gpt.training.signals import deferred_stop, exit_code
 
-    with deferred_stop() as stop:
-        assert not stop
-        os.kill(os.getpid(), signum)
-        time.sleep(0.01)  # the handler runs between bytecodes
-        assert stop and exit_code(stop.name) == code
-        with pytest.raises(KeyboardInterrupt):
+    def before(signum, frame):  # a handler of the caller's, to be given back
+        raise AssertionError("the caller's handler ran inside the block")
+
+    original = signal.signal(signum, before)
+    try:
+        with deferred_stop() as stop:
+            assert not stop
             os.kill(os.getpid(), signum)
-            time.sleep(0.01)
-    assert signal.getsignal(signum) is not None  # the previous handler is back
+            time.sleep(0.01)  # the handler runs between bytecodes
+            assert stop and exit_code(stop.name) == code
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)
+                time.sleep(0.01)
+        assert signal.getsignal(signum) is before  # the caller's handler is back
+    finally:
+        signal.signal(signum, original)

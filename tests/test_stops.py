@@ -65,10 +65,12 @@ def test_ctrl_c_in_the_first_evaluation_stops_within_batches_and_resumes(cli, tm
     out = tmp_path / "first"
     proc = start(*SLOW_EVAL, "--eval-iters", "200", "--max-iters", "8", "--out-dir", str(out))
     eta = read_until(proc, r"evaluating train: batch 1/200, ETA (\d+):(\d+):(\d+)")
-    whole_evaluation = int(eta[1]) * 3600 + int(eta[2]) * 60 + int(eta[3])
+    batch = (int(eta[1]) * 3600 + int(eta[2]) * 60 + int(eta[3])) / 399  # the rest's share
     seconds, stderr = stop_at(proc, signal.SIGINT)
     assert proc.returncode == 130, stderr
-    assert seconds < whole_evaluation / 4, (seconds, whole_evaluation)  # not the whole of it
+    # The batch under way, a few more while the signal and the pipe travel, and the
+    # process's own exit; 200 batches of this split would take 40 s or more.
+    assert seconds < 3 + 4 * batch, (seconds, batch)
     message = one_line(stderr)
     assert message.startswith("stopped by SIGINT: latest/ holds step 0. Resume with: ")
     assert read_metrics(out / "metrics.jsonl") == []  # nothing of the evaluation recorded
@@ -91,6 +93,25 @@ def test_ctrl_c_in_the_first_evaluation_stops_within_batches_and_resumes(cli, tm
     assert a.keys() == b.keys() and len(a) == 9
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-6), step
+
+
+def test_an_evaluation_asked_to_stop_ends_after_the_batch_under_way():
+    # The subprocess test above bounds the stop by time; this counts the batches.
+    from mlx_gpt.data.tokens import Splits, Tokens
+    from mlx_gpt.training.evaluation import EvaluationStopped, estimate_loss
+
+    cfg = preset_config("tiny")
+    ids = np.random.default_rng(0).integers(0, 65, 4096).astype(np.uint16)
+    splits = Splits(Tokens([ids]), Tokens([ids]), None, None)
+    model = GPT(cfg.model_config(65))
+    done: list[tuple[str, int]] = []
+    with pytest.raises(EvaluationStopped):
+        estimate_loss(
+            model, splits, cfg, on_batch=lambda split, i, n: done.append((split, i)),
+            stop=lambda: len(done) >= 3,  # asked for during the third batch
+        )  # fmt: skip
+    assert done == [("train", 1), ("train", 2), ("train", 3)]
+    assert model.training  # given back in the mode the loop left it
 
 
 def test_sigterm_in_a_later_evaluation_keeps_the_last_step_and_the_printed_resume_works(

@@ -89,7 +89,7 @@ def generate_command(
     from mlx_gpt.data.text import load_text
     from mlx_gpt.generation.decoding import stream_generate
     from mlx_gpt.generation.sampling import Sampler
-    from mlx_gpt.machine.dtypes import default_dtype, set_dtype
+    from mlx_gpt.machine.dtypes import default_dtype, dtype_of, set_dtype
     from mlx_gpt.runs.folder import RunFolder, latest_run
 
     # --tokens, --window and the sampling settings are checked by the library, before
@@ -110,6 +110,7 @@ def generate_command(
     model, tokenizer = run.load_model(checkpoint, tokenizer_path)
     trained = trained_as(run, checkpoint)
     set_dtype(model, dtype or default_dtype())
+    held = f"{dtype_of(model)} weights"  # what the model holds, whatever was asked
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:
         for i in range(num_samples):
@@ -129,7 +130,7 @@ def generate_command(
             if tokenizer.kind != "char":
                 amount = f"{r.generated} tokens ({chars} characters)"
             say(
-                f"\n[{run.path}/{checkpoint}, {trained}, {WINDOW_WORDS[window]}] {amount}, "
+                f"\n[{run.path}/{checkpoint}, {trained}, {WINDOW_WORDS[window]}, {held}] {amount}, "
                 f"{r.tokens_per_sec:,.0f} tok/s, peak {r.peak_memory_mb:,.0f} MB"
             )
     finally:

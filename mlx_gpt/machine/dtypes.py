@@ -32,6 +32,14 @@ def default_dtype() -> str | None:
     return None if mx.default_device() == mx.gpu else "float32"
 
 
+def dtype_of(model: nn.Module) -> str:
+    """The name of the dtype the model's weights are held in, read off the weights."""
+    from mlx.utils import tree_flatten
+
+    _, first = tree_flatten(model.parameters())[0]
+    return str(first.dtype).removeprefix("mlx.core.")
+
+
 def set_dtype(model: nn.Module, dtype: str | None) -> None:
     """Cast the model's weights to `dtype` (None leaves them as stored)."""
     if dtype is not None:
