@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import json
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where a benchmark writes its results file unless --json says: out/ is not tracked, so
+# a run leaves the checkout clean. bench/results/ holds the files the docs quote.
+RESULTS_DIR = ROOT / "out" / "bench"
+# Variables that change which BLAS kernels run or how many threads they use.
+BLAS_ENV = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "MLX_GPT_NO_BLAS",
+)
 
 # The end-to-end row: gpt.py's small configuration, trained and evaluated as a user does
 # (the lecture's optimizer: AdamW, lr 3e-4, weight decay 0.01, no schedule).
@@ -64,6 +83,61 @@ HOST = facts.Machine.detect(ask_mlx=False)
 rss_mb, peak_rss_mb, tree_rss_mb = HOST.rss_mb, HOST.peak_rss_mb, HOST.tree_rss_mb
 
 
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("mlx", "torch", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def provenance() -> dict:
+    """Where a results file's figures come from: the machine, the command line, the
+    commit (and whether the code differed from it), the date and the versions."""
+    flags = cpu_flags()
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "commit": _git("rev-parse", "HEAD") or None,
+        "uncommitted_changes": bool(changed),
+        "cpu": cpu_name(),
+        "cpu_flags": {f: f in flags for f in SIMD_FLAGS},
+        "cores": os.cpu_count(),
+        "ram_gb": round(HOST.ram_bytes / 2**30, 1),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
+    }
+
+
+def write_results(kind: str, figures: dict, path: str | None = None, **meta: object) -> Path:
+    """Write a benchmark's results file whole: {"meta": provenance() and `meta`,
+    **figures}, to
+    `path` or to out/bench/KIND-DATE.json, through a temporary file so that a stopped
+    benchmark leaves no half-written one. These files are the figures' only source:
+    the docs quote them as written, never edited."""
+    meta = {**provenance(), **meta}
+    target = Path(path) if path else RESULTS_DIR / f"{kind}-{meta['date'][:10]}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"meta": meta, **figures}, indent=1))
+    tmp.replace(target)
+    return target
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (facts.Machine.bf16_native)."""
     return HOST.bf16_native
@@ -106,10 +180,9 @@ def training_figures(
     n_params: int,
     compile_s: float,
     times: list[float],
-    matmul_peak: float,
     min_warmup: int = 0,
 ) -> dict:
-    """The training row of a result: speed, and model FLOP/s against the matmul peak.
+    """The training row of a result: speed, and the model's FLOP/s.
 
     `times` are the steps after the compiling one; the first `warmup_steps` of them
     (at least min_warmup) are warm-up, chosen so that the first timed step is not
@@ -126,9 +199,7 @@ def training_figures(
         "warmup_steps": warmup,
         "step_times_ms": [1000 * t for t in times],
         "tokens_per_sec": tokens / step_s,
-        "matmul_peak_flops": matmul_peak,
         "model_flops": model_flops,
-        "peak_share": model_flops / matmul_peak,
     }
 
 

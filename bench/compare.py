@@ -13,10 +13,8 @@ and a PNG bar chart; see --help.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,22 +22,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from common import CONFIGS, END_TO_END, SIMD_FLAGS, cpu_flags, cpu_name, median, native_bf16
+from common import CONFIGS, END_TO_END, native_bf16, provenance, write_results
 from rich.console import Console
 from tables import bar_chart, end_to_end_table, generation_table, training_table
 
 HERE = Path(__file__).resolve().parent
 TORCH_VARIANTS = ["eager-gptpy", "eager-sdpa", "compile", "autocast"]
 GEN_VARIANT = "eager-sdpa"  # PyTorch's generation runs on its best plain eager model
-BLAS_ENV = (
-    "OPENBLAS_CORETYPE",
-    "OPENBLAS_L2_SIZE",
-    "OPENBLAS_NUM_THREADS",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "MLX_GPT_NO_BLAS",
-)
 # (warm-up steps, timed steps) after the first (compiling) step, per configuration: a
 # stable median within the 15-minute budget (a lecture step takes ~12 s on a 2-core CPU).
 STEPS = {"quick": (2, 10), "small": (3, 15), "lecture": (1, 3), "lecture-bpe": (1, 3)}
@@ -83,66 +72,79 @@ def run_worker(worker: str, spec: dict, threads: int, timeout: float) -> dict:
     return result or {"error": "no output"}
 
 
-# Figures that are merged over repeats: the row shows their median and their range.
-MERGED = (
+# Figures whose range over the repeats a row shows beside its own.
+RANGED = (
     "ms_per_step",
     "tokens_per_sec",
     "model_flops",
-    "peak_share",
     "gen_cached_tokens_per_sec",
     "gen_crop_tokens_per_sec",
     "wall_s",
 )
 
 
-def merge_runs(runs: list[dict]) -> dict:
-    """One row from a worker's repeats: the median of each figure, its (min, max), and
-    every run's own figures under `runs`. A row with no complete run keeps the last
-    run's error, skip or timeout."""
+def merge_runs(runs: list[dict], by: str = "ms_per_step") -> dict:
+    """One row from a worker's repeats: the median run by `by` (of an even number, the
+    faster of the middle two), whole, so that every figure in a row comes from the same
+    run; beside each figure its (min, max) over the runs, and every run's own figures
+    under `runs`. A row with no complete run keeps the last run's error, skip or
+    timeout."""
     done = [r for r in runs if not ({"error", "skipped"} & set(r)) and "timeout" not in r]
     if not done:
         return {**runs[-1], "runs": runs}
-    row = dict(done[0])
-    for key in MERGED:
+    ordered = sorted(done, key=lambda r: r[by])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    for key in RANGED:
         values = [r[key] for r in done if key in r]
         if values:
-            row[key] = median(values)
             row[f"{key}_range"] = (min(values), max(values))
-    row["runs"] = [{k: r.get(k) for k in (*MERGED, "timeout", "error") if k in r} for r in runs]
+    row["runs"] = [{k: r.get(k) for k in (*RANGED, "timeout", "error") if k in r} for r in runs]
     return row
+
+
+# What both end-to-end runs do besides the steps, the same on each side.
+END_TO_END_WORK = (
+    "the evaluations; at each a metrics line, latest/ and (on a new best) best/, "
+    "fsynced; the loss plot at the end; no samples"
+)
 
 
 def run_end_to_end(config: dict, threads: int, device: str, timeout: float) -> list[dict]:
     """One whole run of each framework's training loop, timed as a user waits for it:
-    MLX through train.py, PyTorch through gpt.py's loop (bench/torch_train.py)."""
+    MLX through train.py (samples off), PyTorch through gpt.py's loop with train.py's
+    checkpoints, metrics and plot added (bench/torch_train.py). MLX's time includes
+    its compiling, in train.py's two trial steps; PyTorch's eager loop has none."""
     import tempfile
 
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, str(HERE.parent / "train.py"), *flags, "--out-dir", tmp]
-        command += ["--threads", str(threads)]
-        mlx = {"framework": "mlx", "label": "MLX (train.py)", **run(command, threads, timeout)}
-        if "wall_s" in mlx:
+        command += ["--threads", str(threads), "--sample-tokens", "0"]
+        rows.append(
+            {"framework": "mlx", "label": "MLX (train.py)", **run(command, threads, timeout)}
+        )
+        rows[-1]["files"] = sorted(p.name for p in Path(tmp).iterdir())
+        if "wall_s" in rows[-1]:
             metrics = Path(tmp, "metrics.jsonl").read_text().splitlines()
-            mlx["val_loss"] = [json.loads(m) for m in metrics if "val_loss" in m][-1]["val_loss"]
-    data = str(HERE.parent / "mlx_gpt" / "assets" / "tinyshakespeare.txt")
-    spec = {"config": config, "threads": threads, "device": device, "data": data}
-    command = [sys.executable, str(HERE / "torch_train.py"), json.dumps(spec)]
-    torch = {"framework": "torch", "label": "torch (gpt.py's loop)"}
-    torch.update(run(command, threads, timeout))
-    return [mlx, torch]
-
-
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in ("mlx", "torch", "numpy"):
-        try:
-            from importlib.metadata import version
-
-            found[name] = version(name)
-        except Exception:
-            found[name] = None
-    return found
+            evals = [json.loads(m) for m in metrics if "val_loss" in m]
+            rows[-1].update(val_loss=evals[-1]["val_loss"], evaluations=len(evals))
+    with tempfile.TemporaryDirectory() as tmp:
+        data = str(HERE.parent / "mlx_gpt" / "assets" / "tinyshakespeare.txt")
+        spec = {"config": config, "threads": threads, "device": device, "data": data}
+        command = [
+            sys.executable,
+            str(HERE / "torch_train.py"),
+            json.dumps({**spec, "out_dir": tmp}),
+        ]
+        rows.append({"framework": "torch", "label": "torch (gpt.py's loop)"})
+        rows[-1].update(run(command, threads, timeout))
+        rows[-1]["files"] = sorted(p.name for p in Path(tmp).iterdir())
+        if "wall_s" in rows[-1]:
+            rows[-1]["evaluations"] = len(Path(tmp, "metrics.jsonl").read_text().splitlines())
+    for row in rows:
+        row["includes"] = END_TO_END_WORK
+    return rows
 
 
 def main(
@@ -195,7 +197,7 @@ def main(
     ] = END_TO_END["eval_iters"],
     json_path: Annotated[
         str | None,
-        typer.Option("--json", help="Results file (default: bench/results/DEVICE-DATE.json)."),
+        typer.Option("--json", help="Results file (default: out/bench/compare-DATE.json)."),
     ] = None,
 ) -> None:
     """MLX vs PyTorch on the lecture's GPT: training and generation speed, peak memory.
@@ -203,8 +205,8 @@ def main(
     peak MB is each framework's own figure (MLX: mx.get_peak_memory; CUDA:
     max_memory_allocated; MPS: driver memory; CPU: the process's peak RSS); RSS MB is
     the worker process's peak resident memory. GFLOP/s counts the model's training
-    FLOPs as nanoGPT's estimate_mfu does; % peak divides them by a 2048x2048 matmul's
-    speed measured in the same process.
+    FLOPs as nanoGPT's estimate_mfu does. With --repeats, each row is its median run,
+    whole, with the range of the runs beside it.
     """
     names = ["quick"] if quick else [c.strip() for c in configs.split(",") if c.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -230,7 +232,6 @@ def main(
                 "train_steps": steps,
                 "device": torch_device,
                 "threads": threads,
-                "peak_n": 1024 if name == "quick" else 2048,  # the matmul-peak size
             }
             for worker, variant, label in jobs:
                 with err.status(f"{name}: {label} (run {repeat}/{repeats}) ..."):
@@ -252,25 +253,19 @@ def main(
             for row in run_end_to_end(e2e_config, threads, torch_device, timeout):
                 e2e_runs.setdefault(row["label"], []).append(row)
         err.print(f"end to end (run {repeat}/{repeats}) done")
-    e2e = [merge_runs(r) for r in e2e_runs.values()]
+    e2e = [merge_runs(r, by="wall_s") for r in e2e_runs.values()]
 
     devices = list(dict.fromkeys(r["device"] for r in results if "device" in r))
-    flags = cpu_flags()
     meta = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": sys.argv,
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_flags": {f: f in flags for f in SIMD_FLAGS},
         "native_bf16": native_bf16(),
         "devices": devices,
-        "versions": versions(),
         "blas": sorted({r["blas"] for r in results if "blas" in r}),
         # Whether MLX's float32 rows ran their matmuls as TF32 (CUDA's default).
         "mlx_tf32": any(r.get("tf32") for r in results),
         "threads": threads,
-        "env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
+        "repeats": repeats,
     }
+    machine = provenance()
     out = Console(width=None if sys.stdout.isatty() else 150)
     if results:
         out.print(training_table(results))
@@ -281,28 +276,19 @@ def main(
         out.print(generation_table(results, gen_tokens))
     if e2e:
         out.print(end_to_end_table(e2e, e2e_config))
-    simd = ", ".join(f"{f} {'yes' if has else 'no'}" for f, has in meta["cpu_flags"].items())
-    footer = [f"{meta['cpu']} ({simd})", ", ".join(devices)]
+    simd = ", ".join(f"{f} {'yes' if has else 'no'}" for f, has in machine["cpu_flags"].items())
+    footer = [f"{machine['cpu']} ({simd})", ", ".join(devices)]
     footer += [f"BLAS: {'; '.join(meta['blas'])}" if meta["blas"] else ""]
-    footer += [f"{threads} threads", f"env: {meta['env'] or 'no BLAS variables set'}"]
-    footer += [f"{repeats} interleaved runs each: medians, range min-max" if repeats > 1 else ""]
+    footer += [f"{threads} threads", f"env: {machine['env'] or 'no BLAS variables set'}"]
+    if repeats > 1:
+        footer.append(f"{repeats} interleaved runs each: the median run, range min-max")
     out.print(" | ".join(part for part in footer if part))
-    if "OPENBLAS_CORETYPE" in meta["env"]:
+    if "OPENBLAS_CORETYPE" in machine["env"]:
         out.print("[yellow]OPENBLAS_CORETYPE is set: OpenBLAS may run slower kernels.")
-    device_name = "-".join(devices) or "none"
-    path = (
-        Path(json_path)
-        if json_path
-        else HERE
-        / "results"
-        / (f"{platform.system().lower()}-{device_name.replace(':', '')}-{meta['date'][:10]}.json")
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta["repeats"] = repeats
-    saved = {"meta": meta, "results": results}
+    saved = {"results": results}
     if e2e:
         saved["end_to_end"] = {"config": e2e_config, "results": e2e}
-    path.write_text(json.dumps(saved, indent=1))
+    path = write_results("compare", saved, json_path, **meta)
     chart = path.with_suffix(".png")
     out.print(f"wrote {path}" + (f" and {chart}" if bar_chart(results, chart) else ""))
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name, facts, peak_rss_mb, rss_mb  # noqa: E402
+from common import cpu_name, facts, peak_rss_mb, rss_mb, write_results  # noqa: E402
 
 GPT2 = dict(vocab_size=50_304, n_layer=12, n_head=12, n_embd=768, dropout=0.0,
             activation="gelu_tanh", qkv_bias=True, tie_embeddings=True)  # fmt: skip
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--max-gb", type=float, default=20.0, help="skip a case past this")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per case")
-    parser.add_argument("--json", help="write the rows here too")
+    parser.add_argument("--json", help="results file [default: out/bench/memory-DATE.json]")
     parser.add_argument("--fits", nargs="+", metavar="JSON",
                         help="only print what fits a Mac, from saved --json results")  # fmt: skip
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's one case
@@ -208,9 +208,10 @@ def main() -> None:
             print(f"{case:<14} {micro:>5} {row['rss_mb']:>6,.0f} MB {mlx_peak} {ms}", flush=True)
             if row["rss_mb"] * 2 > args.max_gb * 1024:  # the next micro-batch would not fit
                 too_big.add(case)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=1))
+    settings = {k: getattr(args, k) for k in ("micro", "block_size", "n_layer", "steps", "cases")}
+    path = write_results("memory", {"settings": settings, "rows": rows}, args.json)
     print("\n".join(fits_table(rows)))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from common import (
     MB,
     emit,
     generation_figures,
-    median,
     model_dims,
     peak_rss_mb,
     read_spec,
@@ -36,19 +35,11 @@ from mlx_gpt.training.optimizer import make_optimizer
 from mlx_gpt.training.step import make_train_step
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
-    mx.eval(a @ b)
-    seconds = median(time_calls(lambda: mx.eval(a @ b), repeats))
-    return 2 * n**3 / seconds
-
-
 def main() -> None:
     spec = read_spec()
     linux_blas.set_threads(spec["threads"])
     config = spec["config"]
     B, T = config["batch_size"], config["block_size"]
-    peak = matmul_peak(spec["peak_n"])
 
     mx.random.seed(1337)
     cfg = TrainConfig.from_dict({**model_dims(config), "batch_size": B})
@@ -84,9 +75,7 @@ def main() -> None:
         "blas_threads": linux_blas.status.threads,
         "blas_warning": linux_blas.warning(),
         "sgemm_from": linux_blas.sgemm_provider(),
-        **training_figures(
-            config, model.num_params(), compile_s, times, peak, spec["warmup_steps"]
-        ),
+        **training_figures(config, model.num_params(), compile_s, times, spec["warmup_steps"]),
         "peak_memory_mb": mx.get_peak_memory() / MB,
         "peak_memory_counts": "live buffers at the peak (mx.get_peak_memory)",
     }

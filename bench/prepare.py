@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name, tree_rss_mb  # noqa: E402
+from common import cpu_name, tree_rss_mb, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "mlx_gpt" / "assets" / "tinyshakespeare.txt").read_text(encoding="utf-8")
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500, help="corpus size in MB")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="cores for both")
     parser.add_argument("--work", help="scratch folder [default: a new temporary one]")
+    parser.add_argument("--json", help="results file [default: out/bench/prepare-DATE.json]")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="prepare-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,22 @@ def main() -> None:
         )
     ratio = (rows[0][1] / rows[0][2]) / (rows[1][1] / rows[1][2])
     print(f"mlx_gpt prepare / nanoGPT's pipeline: {ratio:.2f}x tokens/s")
+    figures = {
+        "corpus_mb": corpus.stat().st_size / 1e6,
+        "workers": args.workers,
+        "rows": [
+            {
+                "pipeline": name,
+                "tokens": tokens,
+                "seconds": seconds,
+                "tokens_per_sec": tokens / seconds,
+                "peak_rss_mb": peak,
+            }
+            for name, tokens, seconds, peak in rows
+        ],  # fmt: skip
+        "ratio_tokens_per_sec": ratio,
+    }
+    print(f"wrote {write_results('prepare', figures, args.json)}")
 
 
 if __name__ == "__main__":

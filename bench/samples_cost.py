@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name  # noqa: E402
+from common import cpu_name, write_results  # noqa: E402
 
 import mlx_gpt  # noqa: E402, F401  (first: OpenBLAS before mlx.core)
 from mlx_gpt.data.tokens import get_batch  # noqa: E402
@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["small", "lecture"])
     parser.add_argument("--eval-batches", type=int, default=10, help="batches timed per split")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="results file [default: out/bench/samples-cost-DATE.json]")
     args = parser.parse_args()
+    rows = []
     print(f"{cpu_name()}")
     print(f"{'preset':<9} {'step ms':>8} {'eval s':>8} {'sample s':>9} {'run s':>9} "
           f"{'samples/run':>11} {'auto takes':>16}")  # fmt: skip
@@ -91,6 +93,10 @@ def main() -> None:
         taken = auto_samples(samples, cfg, st, e, s)
         print(f"{preset:<9} {st * 1000:>8.1f} {e:>8.2f} {s:>9.3f} {run_s:>9.0f} "
               f"{n_evals * s / run_s:>10.1%} {taken:>6} of {n_evals:<6}", flush=True)  # fmt: skip
+        rows.append({"preset": preset, "step_ms": st * 1000, "eval_s": e, "sample_s": s,
+                     "run_s": run_s, "samples_share": n_evals * s / run_s,
+                     "auto_takes": taken, "evaluations": n_evals})  # fmt: skip
+    print(f"wrote {write_results('samples-cost', {'rows': rows}, args.json)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The tables and the chart of bench/compare.py, from its result rows.
 
-A row is one worker's JSON answer merged over repeats (see compare.merge_runs): its
-figures are medians over the repeats, and `*_range` fields hold (min, max).
+A row is one worker's JSON answer merged over repeats (see compare.merge_runs): the
+figures of its median run, and `*_range` fields hold (min, max) over the runs.
 """
 
 from __future__ import annotations
@@ -42,14 +42,13 @@ def training_table(results: list[dict]) -> Table:
     table.add_column("framework", no_wrap=True)
     for col in ("ms/step", "range", "tokens/s", "MLX ÷ this", "1st step s", "peak MB", "RSS MB"):
         table.add_column(col, justify="right")
-    for col in ("GFLOP/s", "matmul peak", "% peak"):
-        table.add_column(col, justify="right")
+    table.add_column("GFLOP/s", justify="right")
     for config in dict.fromkeys(r["config"] for r in results):
         rows = [r for r in results if r["config"] == config]
         mlx = next((r for r in rows if r.get("framework") == "mlx"), {})
         for r in rows:
             if status := status_cell(r):
-                table.add_row(config, r["label"], status, *[""] * 9)
+                table.add_row(config, r["label"], status, *[""] * 7)
                 continue
             table.add_row(
                 config,
@@ -62,8 +61,6 @@ def training_table(results: list[dict]) -> Table:
                 f"{r['peak_memory_mb']:,.0f}",
                 f"{r['peak_rss_mb']:,.0f}",
                 f"{r['model_flops'] / 1e9:,.1f}",
-                f"{r['matmul_peak_flops'] / 1e9:,.0f}",
-                f"{100 * r['peak_share']:.0f}%",
             )
         table.add_section()
     return table
@@ -104,21 +101,22 @@ def end_to_end_table(rows: list[dict], config: dict) -> Table:
         title=f"End to end: the whole training run as a user runs it, evaluation included "
         f"({c['max_iters']} steps, batch {c['batch_size']}, block {c['block_size']}, "
         f"{c['n_layer']} layers, {c['n_embd']} wide, eval every {c['eval_interval']} "
-        f"over {c['eval_iters']} batches)"
+        f"over {c['eval_iters']} batches; each side: {rows[0].get('includes', '?')})"
     )
     table.add_column("framework", no_wrap=True)
-    for col in ("wall s", "range", "wall ÷ PyTorch's", "final val loss"):
+    for col in ("wall s", "range", "wall ÷ PyTorch's", "evaluations", "final val loss"):
         table.add_column(col, justify="right")
     torch_row = next((r for r in rows if r["framework"] == "torch"), {})
     for r in rows:
         if "wall_s" not in r:
-            table.add_row(r["label"], status_cell(r) or "[red]failed", *[""] * 3)
+            table.add_row(r["label"], status_cell(r) or "[red]failed", *[""] * 4)
             continue
         table.add_row(
             r["label"],
             f"{r['wall_s']:,.1f}",
             spread(r, "wall_s"),
             ratio(r["wall_s"], torch_row.get("wall_s")),
+            str(r.get("evaluations", "?")),
             f"{r['val_loss']:.4f}",
         )
     return table

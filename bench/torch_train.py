@@ -2,19 +2,65 @@
 
 The end-to-end row of bench/compare.py: the lecture's own loop as a user runs it
 (get_batch, estimate_loss over eval_iters batches of each split every eval_interval
-steps and at the last step, AdamW), on the bundled tiny Shakespeare. Prints one JSON
-line: the final val loss (as gpt.py, evaluated before the last step) and the seconds
-spent in estimate_loss; compare.py times the whole process.
+steps and at the last step, AdamW), on the bundled tiny Shakespeare, with the
+bookkeeping train.py does so that both rows do the same work: at every evaluation a
+metrics line, latest/ (weights and optimizer state) and, on a new best val loss, best/,
+each written to a temporary folder, fsynced and renamed into place; the loss plot at
+the end. Prints one JSON line: the final val loss (as gpt.py, evaluated before the last
+step) and the seconds spent in estimate_loss; compare.py times the whole process.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from common import emit, model_dims, read_spec
 from torch_gpt import TorchGPT, pick_device
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(folder: Path, model, optimizer, state: dict) -> None:
+    """A checkpoint as train.py writes one: whole in FOLDER.tmp, fsynced, then renamed."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(model.state_dict(), tmp / "model.pt")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    for f in ("model.pt", "optimizer.pt", "state.json", "."):
+        _fsync(tmp / f)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    _fsync(folder.parent)
+
+
+def plot(records: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    steps = [r["step"] for r in records]
+    ax.plot(steps, [r["train_loss"] for r in records], label="train")
+    ax.plot(steps, [r["val_loss"] for r in records], label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -54,18 +100,31 @@ def main() -> None:
         return out
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=c["learning_rate"])
-    eval_seconds, val_loss = 0.0, None
+    out = Path(spec["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    eval_seconds, val_loss, best = 0.0, None, float("inf")
     for it in range(c["max_iters"]):
         if it % c["eval_interval"] == 0 or it == c["max_iters"] - 1:
             t = time.perf_counter()
-            val_loss = estimate_loss()["val"]
+            losses = estimate_loss()
             eval_seconds += time.perf_counter() - t
+            val_loss = losses["val"]
+            records.append({"step": it, "train_loss": losses["train"], "val_loss": val_loss})
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(records[-1]) + "\n")
+            state = {"step": it, "val_loss": val_loss}
+            save(out / "latest", model, optimizer, state)
+            if val_loss < best:
+                best = val_loss
+                save(out / "best", model, optimizer, state)
         xb, yb = get_batch("train")
         logits = model(xb)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), yb.view(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    plot(records, out / "loss.png")
     emit(
         {
             "eval_s": eval_seconds,

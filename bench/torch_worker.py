@@ -16,7 +16,6 @@ from common import (
     MB,
     emit,
     generation_figures,
-    median,
     model_dims,
     native_bf16,
     peak_rss_mb,
@@ -37,18 +36,6 @@ def sync(device: torch.device) -> None:
 
 def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "mps" else torch.bfloat16
-
-
-def matmul_peak(device, dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-
-    def run():
-        a @ b
-        sync(device)
-
-    run()
-    return 2 * n**3 / median(time_calls(run, repeats))
 
 
 # What each device's "peak MB" counts, for the table's legend and the JSON.
@@ -122,8 +109,6 @@ def main() -> None:
         # Emulated bf16 would take minutes per matmul and measure the emulation.
         emit({"framework": "torch", "variant": variant, "skipped": "no native bf16 on this CPU"})
         return
-    dtype = autocast_dtype(device) if autocast else torch.float32
-    peak = matmul_peak(device, dtype, spec["peak_n"])
 
     torch.manual_seed(1337)
     attention = "gptpy" if variant == "eager-gptpy" else "sdpa"
@@ -164,7 +149,7 @@ def main() -> None:
         "version": torch.__version__,
         "blas": "MKL" if torch.backends.mkl.is_available() else "other",
         "threads": torch.get_num_threads(),
-        **training_figures(config, n_params, compile_s, times, peak, spec["warmup_steps"]),
+        **training_figures(config, n_params, compile_s, times, spec["warmup_steps"]),
         "peak_memory_mb": peak_memory_mb(device, mps),
         "peak_memory_counts": PEAK_COUNTS[device.type],
     }
