@@ -65,18 +65,20 @@ MB = 1024**2
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
-def _load_facts_module():
-    """mlx_gpt/machine/facts.py, loaded by its path: importing the mlx_gpt package would
-    load OpenBLAS for MLX (linux_blas.py) into the PyTorch workers too."""
-    path = Path(__file__).resolve().parents[1] / "mlx_gpt" / "machine" / "facts.py"
-    spec = importlib.util.spec_from_file_location("mlx_gpt_machine_facts", path)
+def _load_by_path(relative: str):
+    """A module of mlx_gpt that imports no MLX (machine/facts.py, runs/durable.py),
+    loaded by its path: importing the mlx_gpt package would load OpenBLAS for MLX
+    (linux_blas.py) into the PyTorch workers too."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location("mlx_gpt_" + path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while they are made
     spec.loader.exec_module(module)
     return module
 
 
-facts = _load_facts_module()
+facts = _load_by_path("mlx_gpt/machine/facts.py")
+durable = _load_by_path("mlx_gpt/runs/durable.py")  # fsync, for torch_train.py's checkpoints
 cpu_name, cpu_flags = facts.cpu_name, facts.cpu_flags
 # The host as the OS reports it (MLX is not asked: a PyTorch worker does not load it).
 HOST = facts.Machine.detect(ask_mlx=False)

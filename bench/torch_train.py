@@ -13,23 +13,14 @@ step) and the seconds spent in estimate_loss; compare.py times the whole process
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import emit, model_dims, read_spec
+from common import durable, emit, model_dims, read_spec
 from torch_gpt import TorchGPT, pick_device
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save(folder: Path, model, optimizer, state: dict) -> None:
@@ -41,10 +32,10 @@ def save(folder: Path, model, optimizer, state: dict) -> None:
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     for f in ("model.pt", "optimizer.pt", "state.json", "."):
-        _fsync(tmp / f)
+        durable.fsync(tmp / f)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    _fsync(folder.parent)
+    durable.fsync(folder.parent)
 
 
 def plot(records: list[dict], path: Path) -> None:

@@ -44,7 +44,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies half-way through the new checkpoint
 
-    monkeypatch.setattr(checkpoint, "_fsync", killed)
+    monkeypatch.setattr(checkpoint, "fsync", killed)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(tmp_path / "latest", newer, newer_opt, {"step": 2})
     found = checkpoint.resolve(tmp_path / "latest")

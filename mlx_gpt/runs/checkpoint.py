@@ -10,7 +10,6 @@ instant between the two renames, `<name>.old`, which `resolve` falls back to.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_gpt.errors import DISK_FULL_ERRNOS, DiskFull, UserError, first_line
+from mlx_gpt.runs.durable import fsync
 
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save(
@@ -59,7 +51,7 @@ def save(
             mx.save_safetensors(str(tmp / OPTIMIZER_FILE), moments)
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         for f in (*files, "."):
-            _fsync(tmp / f)
+            fsync(tmp / f)
     except (OSError, RuntimeError) as e:
         # MLX reports a failed write as RuntimeError("[write] Unable to write ...")
         if isinstance(e, RuntimeError) and not str(e).startswith("[write]"):
@@ -78,7 +70,7 @@ def save(
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
     tmp.rename(path)
-    _fsync(path.parent)
+    fsync(path.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
