@@ -125,13 +125,12 @@ def provenance() -> dict:
     }
 
 
-def write_results(kind: str, figures: dict, path: str | None = None, **meta: object) -> Path:
-    """Write a benchmark's results file whole: {"meta": provenance() and `meta`,
-    **figures}, to
-    `path` or to out/bench/KIND-DATE.json, through a temporary file so that a stopped
-    benchmark leaves no half-written one. These files are the figures' only source:
-    the docs quote them as written, never edited."""
-    meta = {**provenance(), **meta}
+def write_results(kind: str, figures: dict, path: str | None, meta: dict | None = None) -> Path:
+    """Write a benchmark's results file whole, {"meta": meta, **figures}, to `path` or to
+    out/bench/KIND-DATE.json, through a temporary file so that a stopped benchmark
+    leaves no half-written one. `meta` is provenance() unless given (with more in it).
+    These files are the figures' only source: the docs quote them as written."""
+    meta = meta or provenance()
     target = Path(path) if path else RESULTS_DIR / f"{kind}-{meta['date'][:10]}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")

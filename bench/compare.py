@@ -256,7 +256,9 @@ def main(
     e2e = [merge_runs(r, by="wall_s") for r in e2e_runs.values()]
 
     devices = list(dict.fromkeys(r["device"] for r in results if "device" in r))
+    machine = provenance()
     meta = {
+        **machine,
         "native_bf16": native_bf16(),
         "devices": devices,
         "blas": sorted({r["blas"] for r in results if "blas" in r}),
@@ -265,7 +267,6 @@ def main(
         "threads": threads,
         "repeats": repeats,
     }
-    machine = provenance()
     out = Console(width=None if sys.stdout.isatty() else 150)
     if results:
         out.print(training_table(results))
@@ -288,7 +289,7 @@ def main(
     saved = {"results": results}
     if e2e:
         saved["end_to_end"] = {"config": e2e_config, "results": e2e}
-    path = write_results("compare", saved, json_path, **meta)
+    path = write_results("compare", saved, json_path, meta)
     chart = path.with_suffix(".png")
     out.print(f"wrote {path}" + (f" and {chart}" if bar_chart(results, chart) else ""))
 

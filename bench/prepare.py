@@ -172,7 +172,7 @@ def main() -> None:
                 "peak_rss_mb": peak,
             }
             for name, tokens, seconds, peak in rows
-        ],  # fmt: skip
+        ],
         "ratio_tokens_per_sec": ratio,
     }
     print(f"wrote {write_results('prepare', figures, args.json)}")

@@ -91,10 +91,11 @@ def main() -> None:
         n_evals = len(evaluation_steps(cfg))
         run_s = cfg.max_iters * st + n_evals * e
         taken = auto_samples(samples, cfg, st, e, s)
+        share = n_evals * s / run_s  # of the run's time, were every evaluation sampled
         print(f"{preset:<9} {st * 1000:>8.1f} {e:>8.2f} {s:>9.3f} {run_s:>9.0f} "
-              f"{n_evals * s / run_s:>10.1%} {taken:>6} of {n_evals:<6}", flush=True)  # fmt: skip
+              f"{share:>10.1%} {taken:>6} of {n_evals:<6}", flush=True)  # fmt: skip
         rows.append({"preset": preset, "step_ms": st * 1000, "eval_s": e, "sample_s": s,
-                     "run_s": run_s, "samples_share": n_evals * s / run_s,
+                     "run_s": run_s, "samples_share": share,
                      "auto_takes": taken, "evaluations": n_evals})  # fmt: skip
     print(f"wrote {write_results('samples-cost', {'rows': rows}, args.json)}")
 
