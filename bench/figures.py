@@ -19,7 +19,7 @@ measured ones. The figure is the number just before the comment, or, where it ca
 
 It agrees when the value, rounded to the decimals the text shows, is the number the text
 shows. Figures that are arithmetic on a model's shape rather than measurements are on a
-line that says so with `<!-- arithmetic -->`; every other number with a unit of measure
+line that says so with `<!-- not measured -->`; every other number with a unit of measure
 (ms, MB, tok/s, GFLOP/s, days, a ratio like 0.55x ...) must carry a `from` comment.
 """
 
@@ -43,7 +43,7 @@ TAG = re.compile(
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
 # The number just before a tag: the figure, then at most a unit's few characters.
 BEFORE = re.compile(rf"({NUMBER})[^\d<>\n]{{0,14}}$")
-# A number with a unit of measure, which must be sourced or marked arithmetic.
+# A number with a unit of measure, which must be sourced or marked not measured.
 MEASURE = re.compile(
     rf"(?<![\w.\-/]){NUMBER}(?:x\b|\s?(?:%|ms/step|ms\b|s/step|tok/s|tokens/s|tokens a second"
     r"|GFLOP/s|TFLOP/s|MB\b|GB\b|MiB\b|GiB\b|minutes?\b|min\b|hours?\b|days\b|years\b|seconds\b))"
@@ -173,7 +173,7 @@ def unsourced(page: Path, text: str | None = None) -> list[str]:
     quoted = [f.quoted for f in figures(page, text) if f.quoted]
     missing = []
     for n, line in enumerate(text.splitlines(), 1):
-        if "<!-- arithmetic" in line:
+        if "<!-- not measured" in line:
             continue
         for m in MEASURE.finditer(line):
             if re.match(r"[^<\d\n]{0,14}<!--\s*(\"[^\"]*\"\s+)?from\s", line[m.end() :]):

@@ -32,6 +32,51 @@ def cli():
     return run_script
 
 
+def run_in_process(*args: str, cwd: Path | None = None):
+    """`run_script`'s command run inside this interpreter, for the error cases: the
+    same click command, arguments, exit code, stdout and stderr (an exception that
+    would have been a traceback is one, in stderr), without starting Python and
+    importing MLX again, which is most of such a test's time. Each command keeps one
+    error test that runs as a subprocess (run_script), where nothing is shared."""
+    import traceback
+
+    import mlx.core as mx
+    import typer
+    from click.testing import CliRunner
+
+    import mlx_gpt.cli
+
+    group = typer.main.get_command(mlx_gpt.cli.app)
+    script = Path(args[0]).name
+    if script in ("train.py", "generate.py"):
+        command, argv, prog = group.commands[script[: -len(".py")]], list(args[1:]), script
+    elif args[:2] == ("-m", "mlx_gpt"):
+        command, argv, prog = group, list(args[2:]), "python -m mlx_gpt"
+    else:
+        raise ValueError(f"not a command run_in_process knows: {args}")
+    limit = mx.set_memory_limit(mx.device_info().get("memory_size", 2**40))
+    mx.set_memory_limit(limit)
+    here, saved_argv = Path.cwd(), sys.argv
+    os.chdir(cwd or ROOT)
+    sys.argv = [prog, *argv]
+    try:
+        result = CliRunner().invoke(command, argv, prog_name=prog, catch_exceptions=True)
+    finally:
+        os.chdir(here)
+        sys.argv = saved_argv
+        mx.set_memory_limit(limit)  # what a command set is not left to the next test
+    stderr, code = result.stderr, result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+        code = 1
+    return subprocess.CompletedProcess([sys.executable, *args], code, result.stdout, stderr)
+
+
+@pytest.fixture
+def cli_in_process():
+    return run_in_process
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One trained tiny run (CLI, as a user runs it), shared by tests that only read it."""

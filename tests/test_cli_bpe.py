@@ -125,9 +125,9 @@ def test_resume_with_another_tokenizer_is_refused(bpe_run, cli):
         (["--activation", "swish"], "--activation must be one of"),
     ],
 )
-def test_bad_tokenizer_settings_exit_2_with_one_line(cli, tmp_path, flags, message):
+def test_bad_tokenizer_settings_exit_2_with_one_line(cli_in_process, tmp_path, flags, message):
     out = tmp_path / "run"
-    result = cli(TRAIN, *BPE_FLAGS, *flags, "--out-dir", str(out))
+    result = cli_in_process(TRAIN, *BPE_FLAGS, *flags, "--out-dir", str(out))
     assert result.returncode == 2 and message in result.stderr
     assert result.stderr.count("\n") == 1 and not out.exists()
 

@@ -175,10 +175,10 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
-def test_bad_input_is_one_line_exit_2(cli, tmp_path, text_file, args, message):
+def test_bad_input_is_one_line_exit_2(cli_in_process, tmp_path, text_file, args, message):
     args = [text_file(a) if isinstance(a, bytes) else a for a in args]
     out = tmp_path / "out"
-    result = cli(TRAIN, "--preset", "tiny", "--out-dir", str(out), *args)
+    result = cli_in_process(TRAIN, "--preset", "tiny", "--out-dir", str(out), *args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -186,7 +186,7 @@ def test_bad_input_is_one_line_exit_2(cli, tmp_path, text_file, args, message):
     assert not out.exists()  # nothing written
 
 
-def test_resume_errors_leave_the_run_untouched(cli, tiny_run, tmp_path):
+def test_resume_errors_leave_the_run_untouched(cli_in_process, tiny_run, tmp_path):
     out, _ = tiny_run
     before = _digest(out)
     cases = [
@@ -196,7 +196,7 @@ def test_resume_errors_leave_the_run_untouched(cli, tiny_run, tmp_path):
         (["--resume", "--out-dir", str(out), "--max-iters", "50"], "already at step 100"),
     ]
     for args, message in cases:
-        result = cli(TRAIN, *args)
+        result = cli_in_process(TRAIN, *args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

@@ -183,7 +183,9 @@ def test_resident_memory_does_not_grow_with_the_corpus(tmp_path):
         ("char_tokenizer_flag", "a prepared corpus brings its tokenizer"),
     ],
 )
-def test_a_bad_corpus_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, damage, message):
+def test_a_bad_corpus_is_one_line_exit_2_and_writes_nothing(
+    cli_in_process, tmp_path, damage, message
+):
     data = tmp_path / "data"
     extra = []
     if damage == "no_layout":
@@ -208,7 +210,7 @@ def test_a_bad_corpus_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, damag
         write_nanogpt(data)
         extra = ["--tokenizer", "bpe"]
     before = digest(data)
-    result = train(cli, data, tmp_path / "run", *extra)
+    result = train(cli_in_process, data, tmp_path / "run", *extra)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists() and digest(data) == before

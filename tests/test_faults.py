@@ -175,11 +175,11 @@ def test_file_size_limit_during_save(run):
 
 
 @pytest.mark.parametrize("kind", ["a file", "inside a file"])
-def test_out_dir_is_not_a_writable_folder(cli, tmp_path, kind):
+def test_out_dir_is_not_a_writable_folder(cli_in_process, tmp_path, kind):
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
     out = blocker if kind == "a file" else blocker / "run"
-    result = cli(TRAIN, "--preset", "tiny", "--out-dir", str(out))
+    result = cli_in_process(TRAIN, "--preset", "tiny", "--out-dir", str(out))
     assert result.returncode == 2
     assert str(blocker) in one_line_error(result)
     assert blocker.read_text() == "not a folder"
@@ -220,7 +220,7 @@ def test_resume_on_other_data(cli, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["generate", "resume"])
-def test_truncated_weights(cli, run, command):
+def test_truncated_weights(cli_in_process, run, command):
     weights = run / "latest" / checkpoint.MODEL_FILE
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     before = digest(run)
@@ -228,7 +228,7 @@ def test_truncated_weights(cli, run, command):
         args = [GENERATE, "--out-dir", str(run), "--checkpoint", "latest", "--tokens", "5"]
     else:
         args = [TRAIN, "--resume", "--out-dir", str(run), "--max-iters", "150"]
-    result = cli(*args)
+    result = cli_in_process(*args)
     assert result.returncode == 2
     assert str(weights) in one_line_error(result)
     assert digest(run) == before
@@ -240,11 +240,13 @@ def test_truncated_weights(cli, run, command):
     [({"batch_size": "big"}, "batch_size"), ({"n_layers": 4}, "n_layers")],
     ids=["wrong type", "unknown key"],
 )
-def test_config_file_with_a_bad_key(cli, tmp_path, content, key):
+def test_config_file_with_a_bad_key(cli_in_process, tmp_path, content, key):
     config = tmp_path / "my.json"
     config.write_text(json.dumps(content))
     out = tmp_path / "o"
-    result = cli(TRAIN, "--preset", "tiny", "--config", str(config), "--out-dir", str(out))
+    result = cli_in_process(
+        TRAIN, "--preset", "tiny", "--config", str(config), "--out-dir", str(out)
+    )
     assert result.returncode == 2 and key in one_line_error(result)
     assert not out.exists()
 

@@ -166,8 +166,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
-def test_bad_input_is_one_line_exit_2(cli, tiny_run, args, message):
-    result = cli(GENERATE, "--out-dir", str(tiny_run[0]), *args)
+def test_bad_input_is_one_line_exit_2(cli_in_process, tiny_run, args, message):
+    result = cli_in_process(GENERATE, "--out-dir", str(tiny_run[0]), *args)
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

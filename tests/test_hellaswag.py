@@ -36,9 +36,12 @@ def write_examples(path, n: int = 40, seed: int = 0) -> list[dict]:
     return examples
 
 
-def reference(logits_of, tokenizer, example) -> tuple[int, int]:
-    """build-nanogpt's hellaswag.py: (pred by sum, pred_norm by mean), one example;
-    logits_of(tokens) is the PyTorch model's forward pass."""
+def reference(logits_of, tokenizer, example, chars_extra: int = 0) -> tuple[int, int, int]:
+    """build-nanogpt's hellaswag.py: (pred by sum, pred_norm by mean), one example, and
+    the Eleuther harness's acc_norm rule on the same losses: the summed log-likelihood
+    over the ending's length in characters, the space before it not counted
+    (lm_eval/api/task.py: completion_len = len(choice), pred_norm = argmax(lls /
+    completion_len)). logits_of(tokens) is the PyTorch model's forward pass."""
     ctx = tokenizer.encode(example["ctx"])
     rows = [ctx + tokenizer.encode(" " + end) for end in example["endings"]]
     masks = [[0] * len(ctx) + [1] * (len(r) - len(ctx)) for r in rows]
@@ -57,7 +60,9 @@ def reference(logits_of, tokenizer, example) -> tuple[int, int]:
     shift_mask = mask[..., 1:]
     sum_loss = (losses * shift_mask).sum(dim=1)
     avg_loss = sum_loss / shift_mask.sum(dim=1)
-    return sum_loss.argmin().item(), avg_loss.argmin().item()
+    completion_len = np.array([float(len(end) + chars_extra) for end in example["endings"]])
+    by_chars = int(np.argmax(-sum_loss.numpy() / completion_len))
+    return sum_loss.argmin().item(), avg_loss.argmin().item(), by_chars
 
 
 def test_batched_scoring_equals_build_nanogpts_rule(hf_gpt2, imported_gpt2, tmp_path):
@@ -72,11 +77,18 @@ def test_batched_scoring_equals_build_nanogpts_rule(hf_gpt2, imported_gpt2, tmp_
         model, tokenizer, read_examples(tmp_path / "hellaswag_val.jsonl"), batch_examples=6
     )
     labels = [e["label"] for e in examples]
-    assert result.predictions == [norm for _, norm in expected]
-    assert result.acc == sum(p == y for (p, _), y in zip(expected, labels, strict=True)) / 40
-    assert result.acc_norm == sum(p == y for (_, p), y in zip(expected, labels, strict=True)) / 40
+
+    def right(rule: int, picks=expected) -> float:
+        return sum(p[rule] == y for p, y in zip(picks, labels, strict=True)) / 40
+
+    assert result.predictions == [norm for _, norm, _ in expected]
+    assert (result.acc, result.acc_norm, result.acc_norm_chars) == (right(0), right(1), right(2))
     assert result.examples == 40
-    assert [s for s, _ in expected] != [n for _, n in expected]  # the two rules do differ here
+    assert [s for s, _, _ in expected] != [n for _, n, _ in expected]  # the rules differ here
+    # Counting the space before each ending as a character changes the figure here, so
+    # the assertion above tells the harness's length from one a character longer.
+    with_space = [reference(lambda t: hf_model(t).logits, tokenizer, e, 1) for e in examples]
+    assert right(2, with_space) != right(2)
 
 
 def test_a_nanogpt_checkpoint_on_gpt2_tokens_imports_and_is_judged_the_same(cli, hf_gpt2, tmp_path):

@@ -95,7 +95,7 @@ def test_an_imported_run_is_fine_tuned_not_resumed(imported_gpt2, cli):
 
 
 @pytest.mark.parametrize("damage", ["no-weights", "llama", "not-a-folder"])
-def test_bad_gpt2_sources(hf_gpt2, tmp_path, cli, damage):
+def test_bad_gpt2_sources(hf_gpt2, tmp_path, cli_in_process, damage):
     import shutil
 
     src = tmp_path / "src"
@@ -111,7 +111,7 @@ def test_bad_gpt2_sources(hf_gpt2, tmp_path, cli, damage):
         src = tmp_path / "missing" / "folder"
         expected = "does not exist"
     out = tmp_path / "out"
-    result = cli(*MODULE, "import", "gpt2", str(src), "--out-dir", str(out))
+    result = cli_in_process(*MODULE, "import", "gpt2", str(src), "--out-dir", str(out))
     assert expected in one_line_error(result)
     assert not out.exists()
 
@@ -293,13 +293,13 @@ def test_init_from_crops_the_block_and_finetune_preset(tiny_run, tmp_path, cli):
         (["--data", "UNKNOWN"], "'Ω', '😀' are not in the vocabulary"),
     ],
 )
-def test_init_from_refuses(tiny_run, tmp_path, cli, flags, expected):
+def test_init_from_refuses(tiny_run, tmp_path, cli_in_process, flags, expected):
     source, _ = tiny_run
     unknown = tmp_path / "unknown.txt"
     unknown.write_text(OTHER_TEXT + "Ω 😀\n")
     flags = [str(unknown) if f == "UNKNOWN" else f for f in flags]
     out = tmp_path / "ft"
-    result = cli(TRAIN, "--init-from", str(source), "--out-dir", str(out), *flags)
+    result = cli_in_process(TRAIN, "--init-from", str(source), "--out-dir", str(out), *flags)
     assert expected in one_line_error(result)
     assert not out.exists()
 

@@ -195,8 +195,8 @@ def test_micro_batch_n_sets_the_accumulation(tmp_path):
         (["--activation-checkpointing", "--dropout", "0.1"], "needs --dropout 0"),
     ],
 )
-def test_micro_batch_and_dtype_errors_are_one_line_exit_2(cli, tmp_path, flags, message):
-    result = cli(TRAIN, "--preset", "tiny", *flags, "--out-dir", str(tmp_path / "run"))
+def test_micro_batch_and_dtype_errors_are_one_line_exit_2(cli_in_process, tmp_path, flags, message):
+    result = cli_in_process(TRAIN, "--preset", "tiny", *flags, "--out-dir", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr
     line = one_line_error(result)
     assert message in line

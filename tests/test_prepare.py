@@ -171,7 +171,7 @@ def test_a_full_disk_exits_4_and_keeps_the_whole_shards(cli, tmp_path):
         (["{one_jsonl}", *BPE], "the corpus is one document"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
     (tmp_path / "t.txt").write_text(TEXT[:20_000])
@@ -179,7 +179,7 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
     names = {"empty": tmp_path / "empty", "bad_jsonl": tmp_path / "bad.jsonl",
              "text": tmp_path / "t.txt", "one_jsonl": tmp_path / "one.jsonl"}  # fmt: skip
     args = [a.format(**names) for a in args]
-    result = prepare(cli, *args, "--out-dir", tmp_path / "out")
+    result = prepare(cli_in_process, *args, "--out-dir", tmp_path / "out")
     assert result.returncode == 2, result.stderr
     assert message in one_line_error(result)
 

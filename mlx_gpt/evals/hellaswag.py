@@ -11,8 +11,9 @@ pick is the ending with
 
 Neither is the Eleuther harness's acc_norm, which normalises the summed loss by the
 ending's length in characters (and cleans the text first) and gives GPT-2 124M 0.3114.
-acc_norm_chars here normalises by characters as it does, on the text as it is: its
-rule, not its figure.
+acc_norm_chars here normalises by characters as it does (the ending's own characters,
+not the space that joins it to the context: lm_eval's completion_len), on the text as
+it is: its rule, not its figure.
 
 Examples go through the model several at a time (4 rows each), padded to the longest
 row, the padding masked out; a row longer than the model's block loses its oldest
@@ -110,7 +111,8 @@ def score(
         shift_mask = mx.array(mask[:, 1:])
         sums = (losses * shift_mask).sum(axis=1).reshape(-1, 4)
         means = sums / shift_mask.sum(axis=1).reshape(-1, 4)
-        chars = mx.array([[len(" " + e) for e in ex.endings] for ex in batch], dtype=mx.float32)
+        # The harness divides by len(choice), the ending without the space before it.
+        chars = mx.array([[len(e) for e in ex.endings] for ex in batch], dtype=mx.float32)
         by_sum, by_mean = np.array(sums.argmin(axis=1)), np.array(means.argmin(axis=1))
         by_chars = np.array((sums / chars).argmin(axis=1))
         labels = np.array([ex.label for ex in batch])
