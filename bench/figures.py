@@ -1,6 +1,8 @@
 """The figures README.md and docs/ quote, checked against the results files they come from.
 
     python bench/figures.py            # every quoted figure, its file, and whether they agree
+    python bench/figures.py --fill     # after re-measuring: write each file's value into the
+                                       # text (then read the sentences around them again)
 
 A measured figure in the docs carries, right after it, a comment that the rendered page
 does not show and that says where it comes from:
@@ -184,7 +186,39 @@ def unsourced(page: Path, text: str | None = None) -> list[str]:
     return missing
 
 
+def formatted(value: float, like: str) -> str:
+    """`value` written as the figure `like` is: its decimals, and thousands separators
+    where the text uses them (or the value reaches 10,000)."""
+    decimals = len(like.partition(".")[2])
+    comma = "," if "," in like or abs(value) >= 10_000 else ""
+    return f"{value:{comma}.{decimals}f}"
+
+
+def fill(page: Path, results: Path = RESULTS) -> int:
+    """Write into `page` each sourced figure's value from its file (figures given by a
+    quoting comment are left to the writer); return how many changed."""
+    text = page.read_text(encoding="utf-8")
+    changed, out, last = 0, [], 0
+    for tag in TAG.finditer(text):
+        if tag["quoted"]:
+            continue
+        match = BEFORE.search(text[: tag.start()])
+        value = evaluate(" ".join(tag["expr"].split()),
+                         json.loads((results / tag["file"]).read_text()))  # fmt: skip
+        new = formatted(value, match.group(1))
+        changed += new != match.group(1)
+        out += [text[last : match.start(1)], new]
+        last = match.end(1)
+    page.write_text("".join(out) + text[last:], encoding="utf-8")
+    return changed
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--fill"]:
+        for page in PAGES:
+            if n := fill(page):
+                print(f"{page.name}: {n} figure(s) rewritten from their files")
+        return 0
     bad = 0
     for page in PAGES:
         for figure in figures(page):

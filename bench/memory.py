@@ -123,11 +123,12 @@ MAC_RAM_GB = (8, 16, 24, 36, 64)
 GB = 1024**3
 
 
-def fits_table(rows: list[dict]) -> list[str]:
+def fits(rows: list[dict]) -> list[dict]:
     """What fits a Mac, from MLX's measured peaks: per case, a straight line through the
     smallest and largest micro-batch measured (peak = fixed + per sequence x micro),
-    and the largest power-of-two micro-batch under each Mac's default budget."""
-    lines = []
+    and, per Mac RAM size, the default budget and the largest power-of-two micro-batch
+    under it (0: none)."""
+    found = []
     for case in CASES:
         # MLX's counter holds everything (weights, moments, gradients); the step RSS of
         # a PyTorch row leaves out the weights and moments made before it.
@@ -138,7 +139,7 @@ def fits_table(rows: list[dict]) -> list[str]:
         (m0, p0), (m1, p1) = points[0], points[-1]
         per_seq = (p1 - p0) / (m1 - m0)
         fixed = p0 - per_seq * m0
-        cells = []
+        macs = []
         for ram in MAC_RAM_GB:
             # Training's default budget on a Mac of this RAM, in MB (facts.Machine).
             mac = facts.Machine.from_facts(
@@ -150,10 +151,19 @@ def fits_table(rows: list[dict]) -> list[str]:
             micro = 0
             while fixed + per_seq * 2 ** (micro.bit_length()) <= budget and micro < 512:
                 micro = 2 ** (micro.bit_length())
-            cells.append(str(micro) if micro else "-")
-        lines.append(f"{case:<14} {fixed:>7,.0f} MB + {per_seq:>6,.0f} MB x micro | "
-                     + "  ".join(f"{ram} GB: {c:>3}" for ram, c in zip(MAC_RAM_GB, cells,
-                                                                       strict=True)))  # fmt: skip
+            macs.append({"ram_gb": ram, "budget_mb": budget, "micro": micro})
+        found.append({"case": case, "fixed_mb": fixed, "per_sequence_mb": per_seq,
+                      "from_micro": [m0, m1], "macs": macs})  # fmt: skip
+    return found
+
+
+def fits_table(rows: list[dict]) -> list[str]:
+    """fits(rows) as lines to print."""
+    lines = []
+    for f in fits(rows):
+        cells = "  ".join(f"{m['ram_gb']} GB: {m['micro'] or '-':>3}" for m in f["macs"])
+        lines.append(f"{f['case']:<14} {f['fixed_mb']:>7,.0f} MB + "
+                     f"{f['per_sequence_mb']:>6,.0f} MB x micro | {cells}")  # fmt: skip
     return lines
 
 
@@ -169,7 +179,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per case")
     parser.add_argument("--json", help="results file [default: out/bench/memory-DATE.json]")
     parser.add_argument("--fits", nargs="+", metavar="JSON",
-                        help="only print what fits a Mac, from saved --json results")  # fmt: skip
+                        help="only what fits a Mac, from saved --json results (with --json: "
+                        "written to that file too)")  # fmt: skip
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a worker's one case
     args = parser.parse_args()
     if args.case:
@@ -177,6 +188,9 @@ def main() -> None:
     if args.fits:
         rows = [r for f in args.fits for r in json.loads(Path(f).read_text())["rows"]]
         print("\n".join(fits_table(rows)))
+        if args.json:
+            sources = [Path(f).name for f in args.fits]
+            write_results("memory-fits", {"from": sources, "fits": fits(rows)}, args.json)
         return None
     rows = []
     print(

@@ -202,3 +202,18 @@ def test_the_presets_benchmark_keeps_what_the_run_printed_and_its_evaluations(cl
     assert run["best_step"] == best["step"] and run["step"] == evaluations[-1]["step"]
     assert run["wall_s"] > evaluations[-1]["elapsed_s"]
     assert data["meta"]["command"][0] == "presets.py" and data["meta"]["commit"]
+
+
+def test_what_fits_a_mac_is_the_line_through_the_peaks_under_its_budget():
+    from memory import fits
+
+    # float32 measured at 1 and 8: 1,500 and 5,000 MB, so 1,000 MB + 500 MB a sequence.
+    rows = [{"case": "mlx fp32", "micro": m, "mlx_peak_mb": 1000 + 500 * m} for m in (1, 4, 8)]
+    rows.append({"case": "torch fp32", "micro": 1, "rss_mb": 3000})  # no MLX peak: no line
+    (line,) = fits(rows)
+    assert (line["case"], line["fixed_mb"], line["per_sequence_mb"]) == ("mlx fp32", 1000, 500)
+    macs = {m["ram_gb"]: m for m in line["macs"]}
+    # A 16 GB Mac: 80% of Metal's 2/3 of RAM, 8,738 MB; 1,000 + 500 x 16 = 9,000 is over.
+    assert macs[16]["budget_mb"] == pytest.approx(0.8 * 2 / 3 * 16 * 1024)
+    assert macs[16]["micro"] == 8
+    assert macs[8]["micro"] == 4  # 4,369 MB: 3,000 fits, 5,000 does not
