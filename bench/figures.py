@@ -47,7 +47,7 @@ NUMBER = r"\d[\d,]*(?:\.\d+)?"
 BEFORE = re.compile(rf"({NUMBER})[^\d<>\n]{{0,14}}$")
 # A number with a unit of measure, which must be sourced or marked not measured.
 MEASURE = re.compile(
-    rf"(?<![\w.\-/]){NUMBER}(?:x\b|\s?(?:%|ms/step|ms\b|s/step|tok/s|tokens/s|tokens a second"
+    rf"(?<![\w.,\-/]){NUMBER}(?:x\b|\s?(?:%|ms/step|ms\b|s/step|tok/s|tokens/s|tokens a second"
     r"|GFLOP/s|TFLOP/s|MB\b|GB\b|MiB\b|GiB\b|minutes?\b|min\b|hours?\b|days\b|years\b|seconds\b))"
 )
 HEADING = re.compile(r"^#+ ", re.M)
@@ -200,8 +200,8 @@ def fill(page: Path, results: Path = RESULTS) -> int:
     text = page.read_text(encoding="utf-8")
     changed, out, last = 0, [], 0
     for tag in TAG.finditer(text):
-        if tag["quoted"]:
-            continue
+        if tag["quoted"] or not (results / tag["file"]).exists():
+            continue  # a quoted figure is the writer's; a missing file, the check's to report
         match = BEFORE.search(text[: tag.start()])
         value = evaluate(" ".join(tag["expr"].split()),
                          json.loads((results / tag["file"]).read_text()))  # fmt: skip
