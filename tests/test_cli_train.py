@@ -43,16 +43,24 @@ def test_tiny_run_writes_the_whole_run_folder(tiny_run):
     assert best["best_val_loss"] == min(r["val_loss"] for r in evals)
 
 
-def test_help_explains_flags_in_panels(cli):
-    result = cli(TRAIN, "--help")
-    assert result.returncode == 0
+@pytest.fixture(scope="module")
+def train_help():
+    """`python train.py --help` as a user runs it, once for the tests that read it."""
+    from conftest import run_script
+
+    result = run_script(TRAIN, "--help")
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_help_explains_flags_in_panels(train_help):
+    result = train_help
     for text in ("--preset", "--resume", "--config", "Model", "Optimization", "Examples"):
         assert text in result.stdout
 
 
-def test_help_labels_options_with_a_type_and_flags_with_none(cli):
-    result = cli(TRAIN, "--help")
-    assert result.returncode == 0
+def test_help_labels_options_with_a_type_and_flags_with_none(train_help):
+    result = train_help
     rows = {line.split()[1]: line for line in result.stdout.splitlines()
             if line.startswith("│ --")}  # fmt: skip
     assert "<int>" in rows["--max-iters"] and "<str>" in rows["--preset"]
@@ -92,9 +100,8 @@ def test_every_setting_is_a_flag_with_help_in_a_panel():
     assert {"resume", "config", "threads"} <= set(params)
 
 
-def test_help_opens_with_what_a_person_decides_first(cli):
-    result = cli(TRAIN, "--help")
-    assert result.returncode == 0
+def test_help_opens_with_what_a_person_decides_first(train_help):
+    result = train_help
     panels = [line for line in result.stdout.splitlines() if line.startswith("╭─")]
     first_panel_end = result.stdout.index(panels[1])
     for name in ("--preset", "--data", "--out-dir", "--resume", "--init-from", "--show-config"):
@@ -203,7 +210,7 @@ def test_resume_errors_leave_the_run_untouched(cli_in_process, tiny_run, tmp_pat
     assert _digest(out) == before
 
 
-def test_damaged_checkpoint_is_a_clear_error(cli, tiny_run, tmp_path):
+def test_damaged_checkpoint_is_a_clear_error(cli_in_process, tiny_run, tmp_path):
     import shutil
 
     out = tmp_path / "copy"
@@ -211,7 +218,7 @@ def test_damaged_checkpoint_is_a_clear_error(cli, tiny_run, tmp_path):
     config = json.loads((out / "config.json").read_text())
     config["train"]["n_embd"] = 64  # weights no longer match the recorded model
     (out / "config.json").write_text(json.dumps(config))
-    result = cli(TRAIN, "--resume", "--out-dir", str(out), "--n-embd", "64")
+    result = cli_in_process(TRAIN, "--resume", "--out-dir", str(out), "--n-embd", "64")
     assert result.returncode == 2
     assert "does not match" in result.stderr and "Traceback" not in result.stderr
 

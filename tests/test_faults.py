@@ -195,10 +195,12 @@ def test_data_not_utf8_names_the_byte(cli, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_data_shorter_than_a_block_per_split(cli, tmp_path):
+def test_data_shorter_than_a_block_per_split(cli_in_process, tmp_path):
     data = tmp_path / "short.txt"
     data.write_text("x" * 200)  # val: 20 characters, block 32
-    result = cli(TRAIN, "--preset", "tiny", "--data", str(data), "--out-dir", str(tmp_path / "o"))
+    result = cli_in_process(
+        TRAIN, "--preset", "tiny", "--data", str(data), "--out-dir", str(tmp_path / "o")
+    )
     assert result.returncode == 2 and "too few" in one_line_error(result)
     assert not (tmp_path / "o").exists()
 
@@ -251,9 +253,11 @@ def test_config_file_with_a_bad_key(cli_in_process, tmp_path, content, key):
     assert not out.exists()
 
 
-def test_memory_budget_too_small(cli, tmp_path):
+def test_memory_budget_too_small(cli_in_process, tmp_path):
     out = tmp_path / "mem"
-    result = cli(TRAIN, "--preset", "tiny", "--max-memory", "0.001", "--out-dir", str(out))
+    result = cli_in_process(
+        TRAIN, "--preset", "tiny", "--max-memory", "0.001", "--out-dir", str(out)
+    )
     assert result.returncode == 2
     message = one_line_error(result)
     assert "first step used" in message and "MB" in message

@@ -214,8 +214,8 @@ def test_info_measure_json_writes_the_machines_figures_and_says_what_it_skipped(
         (["--measure", "--max-memory", "-1"], "--max-memory must be a positive"),
     ],
 )
-def test_info_measure_bad_options_are_one_line_before_anything_runs(cli_in_process, args, message):
-    result = cli_in_process("-m", "mlx_gpt", "info", *args)
+def test_info_measure_bad_options_are_one_line_before_anything_runs(cli, args, message):
+    result = cli("-m", "mlx_gpt", "info", *args)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert message in result.stderr
