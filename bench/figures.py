@@ -125,8 +125,8 @@ def figures(page: Path, text: str | None = None) -> list[Figure]:
         before = text[: tag.start()]
         if tag["quoted"]:
             at = before.rfind(tag["quoted"])
-            number = re.search(NUMBER, tag["quoted"]) if at >= 0 else None
-            shown = number.group(0) if number else None
+            numbers = re.findall(NUMBER, tag["quoted"]) if at >= 0 else []
+            shown = numbers[-1] if numbers else None  # "1 → 2.42 GB" quotes 2.42
         else:
             match = BEFORE.search(visible(before[-200:]))
             shown = match.group(1) if match else None
@@ -188,9 +188,9 @@ def unsourced(page: Path, text: str | None = None) -> list[str]:
 
 def formatted(value: float, like: str) -> str:
     """`value` written as the figure `like` is: its decimals, and thousands separators
-    where the text uses them (or the value reaches 10,000)."""
+    where the text uses them or the value reaches 1,000."""
     decimals = len(like.partition(".")[2])
-    comma = "," if "," in like or abs(value) >= 10_000 else ""
+    comma = "," if "," in like or abs(value) >= 1000 else ""
     return f"{value:{comma}.{decimals}f}"
 
 
@@ -206,6 +206,8 @@ def fill(page: Path, results: Path = RESULTS) -> int:
         value = evaluate(" ".join(tag["expr"].split()),
                          json.loads((results / tag["file"]).read_text()))  # fmt: skip
         new = formatted(value, match.group(1))
+        if text[: match.start(1)].endswith("step "):
+            new = new.replace(",", "")  # a step number, as the logs write it
         changed += new != match.group(1)
         out += [text[last : match.start(1)], new]
         last = match.end(1)
