@@ -145,7 +145,7 @@ def figures(page: Path, text: str | None = None) -> list[Figure]:
                 " ".join(tag["expr"].split()),
                 visible(text[start:end]),
                 tag["quoted"],
-            )  # fmt: skip
+            )
         )
     return found
 

@@ -173,12 +173,34 @@ def test_ctrl_c_on_rank_0_in_an_evaluation_stops_both_ranks_at_a_batch(tmp_path)
     assert stderr1 == ""
 
 
-def test_kill_9_of_rank_1_stops_rank_0_at_its_next_all_reduce_with_latest_intact(tmp_path):
-    # A killed peer closes its sockets, so the next all-reduce fails at once: the
-    # watchdog, which waits --peer-timeout for a peer that hangs, is given far longer
-    # than the test waits, so only the all-reduce can have noticed.
+def test_an_all_reduce_that_loses_its_peer_is_one_line_naming_it():
+    # What MLX's ring raises in the invoker's thread when a socket to a peer fails:
+    # turned into PeerLost, not a traceback, and not left to the watchdog.
+    from mlx_gpt.distributed.ranks import Ranks
+    from mlx_gpt.errors import PeerLost
+
+    def fails(message: str):
+        def collective():
+            raise RuntimeError(message)
+
+        return collective
+
+    ranks = Ranks(rank=0, size=2, timeout=600)
+    lost = r"^lost rank 1 \(\[ring\] connection to a peer was lost\)$"
+    with pytest.raises(PeerLost, match=lost):
+        ranks.run(fails("[ring] connection to a peer was lost"))
+    with pytest.raises(RuntimeError, match="out of memory"):  # other errors stay theirs
+        ranks.run(fails("out of memory"))
+
+
+def test_kill_9_of_rank_1_stops_rank_0_with_latest_intact(tmp_path):
+    # A killed peer closes its sockets and the next all-reduce usually fails at once.
+    # Not always: MLX's ring (0.32) stops a socket's worker thread when it fails the
+    # tasks it holds, and a collective queued on that socket afterwards waits for
+    # ever, so there the watchdog ends it after --peer-timeout. Either way: exit 5,
+    # one line naming rank 1, latest/ whole.
     out = tmp_path / "run"
-    args = [*TINY, "--max-iters", "100000", "--out-dir", str(out), "--peer-timeout", "600"]
+    args = [*TINY, "--max-iters", "100000", "--out-dir", str(out), "--peer-timeout", "30"]
     procs = start_ranks(tmp_path, lambda r: args)
     deadline = time.monotonic() + 120
     while not (out / "latest" / "state.json").is_file() and time.monotonic() < deadline:
@@ -187,10 +209,10 @@ def test_kill_9_of_rank_1_stops_rank_0_at_its_next_all_reduce_with_latest_intact
     procs[1].kill()  # SIGKILL
     killed = time.monotonic()
     (code0, _, stderr0), _ = finish(procs, timeout=120)
-    assert time.monotonic() - killed < 60  # a tenth of the watchdog's 600 s
+    assert time.monotonic() - killed < 30 + 30  # the watchdog's 30 s at the latest
     assert code0 == 5, stderr0
     lines = stderr0.strip().splitlines()
-    assert len(lines) == 1 and "lost rank 1" in lines[0] and "no answer" not in lines[0], stderr0
+    assert len(lines) == 1 and "lost rank 1" in lines[0], stderr0
     # The step the line names is the one latest/ holds, and it loads.
     named = int(re.search(r"latest/ holds step (\d+)\. Resume with: .*--resume", lines[0])[1])
     model, _ = RunFolder(out).load_model("latest")
