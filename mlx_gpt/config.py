@@ -26,17 +26,45 @@ MODEL_FIELDS = (
     "qkv_bias",
     "bias",
     "tie_embeddings",
+    "architecture",
+    "qk_norm",
+    "softcap",
+    "zero_init",
+    "norm_gains",
+    "attn_scale",
 )
 # What a run takes from the run it continues (--resume) or starts from (--init-from):
 # the network and the tokens it reads.
 INHERITED = (*MODEL_FIELDS, "tokenizer", "vocab_size")
 # Of those, what each may set for itself; the rest must match the other run's.
 MAY_CHANGE_ON_RESUME = ("dropout",)
+# What else a resumed run must keep: its optimizer state is this optimizer's.
+FIXED_ON_RESUME = ("optimizer",)
 # Training's compute dtypes (--dtype); auto is measured (machine/speed.py) in settings.py.
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")
 MAY_CHANGE_ON_INIT_FROM = ("block_size", "dropout")
-# The warm-up's divisor: warmup + 1 (nanoGPT) or warmup (build-nanogpt); optimizer.py.
+# The warm-up's divisor: warmup + 1 (nanoGPT) or warmup (build-nanogpt); schedules.py.
 WARMUP_RULES = ("nanogpt", "build-nanogpt")
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
+# What --architecture sets, beneath --config and flags (settings.py): the parts of the
+# modern block that are one line of the model each, and so an option each. gpt2 puts
+# back the defaults of the ones only the modern block uses.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "gpt2": dict(
+        architecture="gpt2", qk_norm=False, softcap=0.0, zero_init=False, norm_gains=False
+    ),
+    "modern": dict(
+        architecture="modern",
+        activation="relu2",
+        bias=False,
+        qkv_bias=False,
+        tie_embeddings=False,
+        qk_norm=True,
+        zero_init=True,
+        softcap=15.0,
+    ),
+}
 
 DEFAULT_PRESET = "lecture"
 
@@ -75,7 +103,8 @@ class TrainConfig(ConfigDict):
         "the gap open in minutes), tiny, lecture-bpe (the lecture's size with a "
         "BPE and GPT-2's options), gpt2 (GPT-2 small, 124M, on build-nanogpt's recipe: "
         "days on a laptop even with --data of prepared FineWeb-Edu) or finetune "
-        "(nanoGPT's finetune_shakespeare, with --init-from).",
+        "(nanoGPT's finetune_shakespeare, with --init-from); small-speedrun and gpt2-speedrun: "
+        "the same sizes with the modern block, Muon and wsd (modded-nanogpt's speedrun).",
         START,
     )
     data: str | None = setting(
@@ -135,6 +164,42 @@ class TrainConfig(ConfigDict):
         MODEL,
         "--tie-embeddings/--untie-embeddings",
     )
+    architecture: str = setting(
+        "gpt2",
+        "gpt2: learned positions, LayerNorm (the lecture's and GPT-2's block). modern: the "
+        "speedrun's and nanochat's block, rotary positions and RMSNorm (also after the "
+        "embedding); it also turns on the options below that are one line each: "
+        "--activation relu2, --no-bias, --qk-norm, --zero-init, --untie-embeddings, "
+        "--softcap 15 (a flag after it still sets its own).",
+        MODEL,
+    )
+    qk_norm: bool = setting(
+        False,
+        "RMSNorm each head's queries and keys before attention (QK-norm).",
+        MODEL,
+        "--qk-norm/--no-qk-norm",
+    )
+    softcap: float = setting(
+        0.0,
+        "Soft-cap the logits to (-N, N) as the speedrun: N z / sqrt(z^2 + N^2); 0: off.",
+        MODEL,
+    )
+    zero_init: bool = setting(
+        False,
+        "Start the output projections (attention's, the MLP's) and lm_head at zero.",
+        MODEL,
+        "--zero-init/--no-zero-init",
+    )
+    norm_gains: bool = setting(
+        False,
+        "--architecture modern: its RMSNorms learn a gain per channel (track 3's), "
+        "instead of none (nanochat's).",
+        MODEL,
+        "--norm-gains/--no-norm-gains",
+    )
+    attn_scale: float = setting(
+        0.0, "Attention scores are q.k times this; 0: 1/sqrt(head size).", MODEL
+    )
     vocab_multiple: int = setting(
         1,
         "Pad the model's vocabulary (wte's rows, lm_head's outputs) up to a multiple of "
@@ -168,7 +233,15 @@ class TrainConfig(ConfigDict):
         "Instead of --grad-accum.",
         OPTIM,
     )
-    learning_rate: float = setting(3e-4, "Peak learning rate.", OPTIM)
+    optimizer: str = setting(
+        "adamw",
+        "adamw: AdamW on every parameter at --learning-rate. muon: Muon (momentum, then "
+        "Newton-Schulz orthogonalization) on the 2-D weights inside the blocks at "
+        "--matrix-lr, AdamW on the embeddings (--embedding-lr), lm_head (--unembedding-lr) "
+        "and every 1-D parameter (--scalar-lr), as modded-nanogpt's speedrun and nanochat.",
+        OPTIM,
+    )
+    learning_rate: float = setting(3e-4, "Peak learning rate (--optimizer adamw).", OPTIM)
     warmup_iters: int = setting(0, "Linear warm-up steps.", OPTIM)
     warmup_rule: str = setting(
         "nanogpt",
@@ -180,9 +253,39 @@ class TrainConfig(ConfigDict):
     lr_decay_iters: int = setting(
         0, "Step where the cosine decay reaches --min-lr; 0 keeps the rate constant.", OPTIM
     )
-    min_lr: float = setting(3e-4, "Learning rate at the end of decay.", OPTIM)
+    min_lr: float = setting(
+        3e-4,
+        "Learning rate at the end of the cosine decay; with --optimizer muon every group "
+        "decays to the same fraction of its peak, --min-lr / --learning-rate.",
+        OPTIM,
+    )
+    schedule: str = setting(
+        "cosine",
+        "cosine: warm-up, then cosine decay to --min-lr at --lr-decay-iters. wsd: warm-up, "
+        "constant, then a linear cool-down over the last --cooldown-frac of --max-iters "
+        "toward 0 (the speedrun's).",
+        OPTIM,
+    )
+    cooldown_frac: float = setting(
+        0.7, "--schedule wsd: the fraction of --max-iters that cools down, 0 to 1.", OPTIM
+    )
+    matrix_lr: float = setting(0.025, "--optimizer muon: Muon's peak rate.", OPTIM)
+    embedding_lr: float = setting(
+        0.7, "--optimizer muon: AdamW's peak rate for wte (and wpe).", OPTIM
+    )
+    unembedding_lr: float = setting(
+        0.004, "--optimizer muon: AdamW's peak rate for lm_head's weight.", OPTIM
+    )
+    scalar_lr: float = setting(
+        0.015, "--optimizer muon: AdamW's peak rate for every 1-D parameter.", OPTIM
+    )
+    muon_momentum: float = setting(0.95, "Muon's momentum (Nesterov).", OPTIM)
+    muon_weight_decay: float = setting(
+        0.05, "Muon's weight decay, decoupled: each step p *= 1 - lr x this.", OPTIM
+    )
     beta1: float = setting(0.9, "AdamW beta1.", OPTIM)
     beta2: float = setting(0.999, "AdamW beta2.", OPTIM)
+    eps: float = setting(1e-8, "AdamW epsilon.", OPTIM)
     weight_decay: float = setting(0.01, "AdamW weight decay.", OPTIM)
     decay_matrices_only: bool = setting(
         False,
@@ -311,7 +414,10 @@ class TrainConfig(ConfigDict):
             f"--vocab-size {self.vocab_size} is above {MAX_VOCAB:,}, the most that uint16 "
             "token ids hold; choose a smaller one",
         )
-        for name in ("learning_rate", "min_lr"):
+        for name in (
+            "learning_rate", "min_lr", "matrix_lr", "embedding_lr", "unembedding_lr",
+            "scalar_lr", "eps",
+        ):  # fmt: skip
             value = getattr(self, name)
             need(math.isfinite(value) and value > 0, f"--{flag(name)} must be positive")
         need(self.weight_decay >= 0, "--weight-decay must be >= 0")
@@ -353,6 +459,33 @@ class TrainConfig(ConfigDict):
         need(
             self.warmup_rule in WARMUP_RULES,
             f"--warmup-rule must be one of {', '.join(WARMUP_RULES)}, not {self.warmup_rule!r}",
+        )
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("architecture", tuple(ARCHITECTURES)),
+        ):
+            value = getattr(self, name)
+            need(
+                value in choices,
+                f"--{flag(name)} must be one of {', '.join(choices)}, not {value!r}",
+            )
+        need(
+            0 <= self.cooldown_frac <= 1,
+            f"--cooldown-frac must be between 0 and 1, not {self.cooldown_frac}",
+        )
+        need(0 <= self.muon_momentum < 1, "--muon-momentum must be in [0, 1)")
+        need(self.muon_weight_decay >= 0, "--muon-weight-decay must be >= 0")
+        need(self.softcap >= 0, "--softcap must be >= 0 (0 turns it off)")
+        need(self.attn_scale >= 0, "--attn-scale must be >= 0 (0: 1/sqrt(head size))")
+        need(
+            self.architecture == "modern" or not self.norm_gains,
+            "--norm-gains is the modern block's RMSNorm's; add --architecture modern",
+        )
+        need(
+            self.architecture != "modern" or (self.n_embd // self.n_head) % 2 == 0,
+            f"--architecture modern rotates pairs of channels: the head size "
+            f"(--n-embd / --n-head = {self.n_embd // self.n_head}) must be even",
         )
         need(
             self.lr_decay_iters == 0 or self.lr_decay_iters > self.warmup_iters,

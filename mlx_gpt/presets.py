@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_gpt.config import TrainConfig
+from mlx_gpt.config import ARCHITECTURES, TrainConfig
 from mlx_gpt.errors import UserError
 
 # gpt.py, exactly (the TrainConfig defaults).
@@ -42,6 +42,28 @@ _SMALL: dict[str, Any] = {
     "eval_iters": 20,
 }
 
+# The speedrun's optimizer (modded-nanogpt's track 3, records/track_3_optimization/
+# train_gpt_simple.py): Muon for the blocks' matrices, AdamW at per-group rates for the
+# rest, all on one stable-then-decay schedule with no warm-up and no clipping.
+_SPEEDRUN_OPTIM: dict[str, Any] = dict(
+    optimizer="muon",
+    matrix_lr=0.025,
+    muon_momentum=0.95,
+    muon_weight_decay=0.05,
+    embedding_lr=0.7,
+    unembedding_lr=0.004,
+    scalar_lr=0.015,
+    beta1=0.8,
+    beta2=0.95,
+    eps=1e-10,
+    weight_decay=0.001,
+    decay_matrices_only=False,
+    grad_clip=0.0,
+    schedule="wsd",
+    cooldown_frac=0.7,
+    warmup_iters=0,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     "lecture": _LECTURE,
     "nanogpt": _NANOGPT,
@@ -74,6 +96,44 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dtype": "auto",
     },
     "small": _SMALL,
+    # small's size, batch and data with the modern block, Muon and wsd, tuned (bench/
+    # recipes.py) for the fewest steps to small's best val loss.
+    "small-speedrun": {
+        **_SMALL,
+        **ARCHITECTURES["modern"],
+        **_SPEEDRUN_OPTIM,
+        "max_iters": 550,
+        "lr_decay_iters": 0,
+        "matrix_lr": 0.02,
+        "embedding_lr": 0.1,
+        "unembedding_lr": 0.008,
+        "cooldown_frac": 0.8,
+    },
+    # GPT-2 small's size on track 3's train_gpt_simple.py (val 3.2787 on FineWeb at 3,250
+    # steps of 524,288 tokens, 1.70B tokens): its block, with biases, norm gains, six
+    # heads of 128 and its fixed attention scale; its optimizer and schedule. Not its
+    # FlexAttention or FP8; our prepared shards and micro-batches, HellaSwag as gpt2.
+    "gpt2-speedrun": {
+        **ARCHITECTURES["modern"],
+        **_SPEEDRUN_OPTIM,
+        "tokenizer": "gpt2",
+        "vocab_multiple": 64,
+        "n_layer": 12,
+        "n_head": 6,
+        "n_embd": 768,
+        "block_size": 1024,
+        "dropout": 0.0,
+        "bias": True,
+        "qkv_bias": True,
+        "norm_gains": True,
+        "attn_scale": 0.12,
+        "batch_size": 512,
+        "micro_batch": "auto",
+        "max_iters": 3250,
+        "eval_interval": 125,
+        "eval_iters": 20,
+        "dtype": "auto",
+    },
     # small's model on a tenth of tiny Shakespeare: val loss bottoms out near step 2100
     # and turns back up while train loss keeps falling, in minutes on a laptop CPU.
     "overfit": {

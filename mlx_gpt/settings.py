@@ -3,7 +3,8 @@ starts from, resolved into one checked TrainConfig.
 
 Precedence, lowest first:
 
-    new run      the preset, then --config, then flags
+    new run      the preset, then what --architecture sets (config.ARCHITECTURES),
+                 then --config, then flags
     --resume     the run folder's saved settings (its preset included), then --config,
                  then flags; training/start.py then refuses what a resume may not change
     --init-from  as a new run, but the model and tokenizer settings that neither
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_gpt.config import (
+    ARCHITECTURES,
     DEFAULT_PRESET,
     INHERITED,
     TrainConfig,
@@ -51,7 +53,10 @@ def resolve(
     else:
         name = preset or from_file.get("preset") or DEFAULT_PRESET
         base = preset_config(name)
-    settings = {**base.to_dict(), **from_file, **overrides, "preset": name}
+    # --architecture brings the parts of its block, which --config and flags override.
+    architecture = {**from_file, **overrides}.get("architecture")
+    parts = ARCHITECTURES.get(architecture, {}) if not resume else {}
+    settings = {**base.to_dict(), **parts, **from_file, **overrides, "preset": name}
     if settings.get("init_from") and not resume:
         # A run started from another takes its model and tokenizer unless told otherwise.
         given = set(from_file) | set(overrides)

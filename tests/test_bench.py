@@ -204,6 +204,24 @@ def test_the_presets_benchmark_keeps_what_the_run_printed_and_its_evaluations(cl
     assert data["meta"]["command"][0] == "presets.py" and data["meta"]["commit"]
 
 
+def test_the_recipes_benchmark_counts_the_steps_to_the_baselines_best(cli, tmp_path):
+    out = tmp_path / "recipes.json"
+    bench = str(Path(COMPARE).with_name("recipes.py"))
+    args = ["--cases", "char", "--pair", "tiny", "tiny", "--every", "5", "--json", str(out)]
+    result = cli(bench, *args, "--extra", "--max-iters 20 --eval-iters 2")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(out.read_text())["char"]
+    base, fast = row["baseline"], row["speedrun"]
+    assert row["target_val_loss"] == min(v for _, v in base["evaluations"])
+    assert [s for s, _ in fast["evaluations"]] == [0, 5, 10, 15, 20]  # every 5 steps
+    first = next(s for s, v in fast["evaluations"] if v <= row["target_val_loss"])
+    assert row["steps_to_target"] == {"baseline": base["best_step"], "speedrun": first}
+    assert row["step_ratio"] == first / base["best_step"]
+    want = first * fast["median_ms_per_step"] / (base["best_step"] * base["median_ms_per_step"])
+    assert row["time_ratio"] == pytest.approx(want)
+    assert fast["tokens_per_step"] == 8 * 32  # tiny's batch of 8 sequences of 32
+
+
 def test_what_fits_a_mac_is_the_line_through_the_peaks_under_its_budget():
     from memory import fits
 

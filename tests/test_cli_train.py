@@ -178,6 +178,11 @@ BAD = [
     (["--dropout", "-0.1"], "--dropout"),
     (["--preset", "huge"], "unknown preset"),
     (["--config", "/nonexistent.json"], "does not exist"),
+    (["--schedule", "wsd", "--cooldown-frac", "1.5"], "--cooldown-frac must be between 0 and 1"),
+    (["--optimizer", "lion"], "--optimizer must be one of adamw, muon"),
+    (["--architecture", "modern", "--n-embd", "36", "--n-head", "4"], "must be even"),
+    (["--norm-gains"], "add --architecture modern"),
+    (["--optimizer", "muon", "--matrix-lr", "0"], "--matrix-lr must be positive"),
 ]
 
 
@@ -201,6 +206,8 @@ def test_resume_errors_leave_the_run_untouched(cli_in_process, tiny_run, tmp_pat
         (["--resume", "--out-dir", str(out), "--n-layer", "3"], "--n-layer 3 differs"),
         (["--out-dir", str(out), "--preset", "tiny"], "--resume"),  # would overwrite
         (["--resume", "--out-dir", str(out), "--max-iters", "50"], "already at step 100"),
+        (["--resume", "--out-dir", str(out), "--optimizer", "muon"], "--optimizer muon differs"),
+        (["--resume", "--out-dir", str(out), "--architecture", "modern"], "differs"),
     ]
     for args, message in cases:
         result = cli_in_process(TRAIN, *args)

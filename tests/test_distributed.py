@@ -119,6 +119,20 @@ def test_two_ranks_equal_one_process(single, tmp_path):
     assert read_metrics(outs[0] / "metrics.jsonl")[-1]["tokens"] == 20 * 8 * 32
 
 
+def test_two_ranks_equal_one_process_with_muon(tmp_path):
+    # Muon's and the AdamW groups' updates a part at a time on averaged gradients (two
+    # ranks) against the single compiled step (one process).
+    speedrun = ["--architecture", "modern", "--optimizer", "muon", "--schedule", "wsd"]
+    speedrun += ["--embedding-lr", "0.01", "--max-iters", "20"]
+    single = run_single(tmp_path / "single", *speedrun)
+    outs = [tmp_path / "rank0", tmp_path / "rank1"]
+    results = run_ranks(tmp_path, lambda r: [*TINY, *speedrun, "--out-dir", str(outs[r])])
+    assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
+    assert_same_run(single, outs[0])
+    moments = mx.load(str(outs[0] / "latest" / "optimizer.safetensors"))
+    assert any(k.endswith(".v") for k in moments)  # Muon's momentum was saved
+
+
 def test_grad_accum_equals_one_batch(single, tmp_path):
     accumulated = run_single(tmp_path / "acc", "--max-iters", "20", "--grad-accum", "2")
     assert_same_run(single, accumulated)

@@ -13,12 +13,18 @@ from mlx_gpt.tokenizer import CharTokenizer
 
 GENERATE = str(Path(__file__).resolve().parents[1] / "generate.py")
 CONFIG = GPTConfig(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1)
+# The modern block (rotary positions, which the cache must offset), its projections
+# random rather than zero so that every layer speaks.
+MODERN = GPTConfig(
+    vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1,
+    architecture="modern", qk_norm=True, softcap=15.0, activation="relu2", bias=False,
+)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[CONFIG, MODERN], ids=["gpt2", "modern"])
+def model(request):
     mx.random.seed(0)
-    m = GPT(CONFIG)
+    m = GPT(request.param)
     m.eval()
     return m
 
@@ -66,7 +72,7 @@ def test_fast_equals_exact_while_the_sequence_fits(model, settings):
     n = 40
     fast = list(cached_tokens(model, prompt, n, Sampler(**settings, seed=3)))
     exact = list(exact_tokens(model, prompt, n, Sampler(**settings, seed=3)))
-    fits = CONFIG.block_size - len(prompt) + 1  # tokens drawn from a context <= block_size
+    fits = model.config.block_size - len(prompt) + 1  # tokens drawn from a context <= block_size
     assert fast[:fits] == exact[:fits]
     assert len(fast) == n
 

@@ -214,15 +214,21 @@ def test_bad_hellaswag_input_is_one_line_exit_2(
     assert message in one_line_error(result)
 
 
-def test_training_scores_hellaswag_at_evaluations_and_plots_it(cli, tmp_path):
+@pytest.mark.parametrize(
+    "recipe", [[], ["--architecture", "modern", "--optimizer", "muon"]], ids=["gpt2", "modern"]
+)
+def test_training_scores_hellaswag_at_evaluations_and_plots_it(cli, tmp_path, recipe):
     data = tmp_path / "h.jsonl"
     write_examples(data, n=12)
     out = tmp_path / "run"
     result = cli(str(ROOT / "train.py"), "--preset", "tiny", "--tokenizer", "bpe", "--vocab-size",
                  "300", "--max-iters", "10", "--eval-interval", "5", "--eval-iters", "2",
                  "--hellaswag", str(data), "--hellaswag-every", "10", "--sample-tokens", "0",
-                 "--out-dir", str(out))  # fmt: skip
+                 "--out-dir", str(out), *recipe)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # generate.py streams from the run's KV cache, whichever block it is
+    sampled = cli(str(ROOT / "generate.py"), "--out-dir", str(out), "--tokens", "20")
+    assert sampled.returncode == 0 and sampled.stdout.strip(), sampled.stderr
     scored = [r for r in read_metrics(out / "metrics.jsonl") if "hellaswag_acc_norm" in r]
     assert [r["step"] for r in scored] == [0, 10]  # every 10 steps, of evaluations every 5
     model, tokenizer = RunFolder(out).load_model("latest")  # the weights at step 10

@@ -1,12 +1,13 @@
 import os
 import signal
 import warnings
+from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gpt.config import TrainConfig
+from mlx_gpt.config import ARCHITECTURES, TrainConfig
 from mlx_gpt.metrics import read_metrics
 from mlx_gpt.model.gpt import GPT
 from mlx_gpt.presets import preset_config
@@ -68,12 +69,23 @@ def _losses(records):
     return {r["step"]: {k: r[k] for k in keys if k in r} for r in records if "event" not in r}
 
 
-def test_stop_and_resume_equals_straight_through(tmp_path):
-    straight = preset_config("tiny")
+def _tiny(recipe: str) -> TrainConfig:
+    """tiny, or tiny with the modern block, Muon and wsd (whose state is Muon's momentum
+    and four AdamWs' moments, and whose rate depends on the step)."""
+    cfg = preset_config("tiny")
+    if recipe == "speedrun":
+        speedrun = {**ARCHITECTURES["modern"], "optimizer": "muon", "schedule": "wsd"}
+        cfg = replace(cfg, **speedrun, cooldown_frac=0.5, embedding_lr=0.01, scalar_lr=0.01)
+    return cfg
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "speedrun"])
+def test_stop_and_resume_equals_straight_through(tmp_path, recipe):
+    straight = _tiny(recipe)
     straight.out_dir = str(tmp_path / "straight")
     Loop(prepare(straight)).run()
 
-    stopped = preset_config("tiny")
+    stopped = _tiny(recipe)
     stopped.out_dir = str(tmp_path / "stopped")
 
     def ctrl_c_at_step_35(record):

@@ -1,5 +1,5 @@
-"""AdamW a part of the model at a time (AccumulatingStep's update) is AdamW's one-piece
-update, whatever the parts."""
+"""An update a part of the model at a time (AccumulatingStep's) is the optimizer's
+one-piece update, whatever the parts: AdamW's, and Muon with AdamW's."""
 
 import mlx.core as mx
 import numpy as np
@@ -8,20 +8,31 @@ from mlx.utils import tree_flatten, tree_map
 
 from mlx_gpt.config import TrainConfig
 from mlx_gpt.model.gpt import GPT, GPTConfig
-from mlx_gpt.training import optimizer
+from mlx_gpt.training import parts as parts_module
 from mlx_gpt.training.optimizer import make_optimizer
 
 CONFIG = GPTConfig(vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+# The modern block with biases and gains, so that each of Muon's and AdamW's groups has
+# parameters.
+MODERN = GPTConfig(
+    vocab_size=50, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+    architecture="modern", qk_norm=True, norm_gains=True, activation="relu2",
+)  # fmt: skip
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("decay_matrices_only", [True, False])
 @pytest.mark.parametrize("part_bytes", [1, 3000, 2**30])  # a weight, a few, all in one
-def test_an_update_in_parts_is_the_one_piece_update(monkeypatch, decay_matrices_only, part_bytes):
-    monkeypatch.setattr(optimizer, "PART_BYTES", part_bytes)
+def test_an_update_in_parts_is_the_one_piece_update(
+    monkeypatch, optimizer, decay_matrices_only, part_bytes
+):
+    monkeypatch.setattr(parts_module, "PART_BYTES", part_bytes)
     cfg = TrainConfig(learning_rate=1e-2, warmup_iters=2, lr_decay_iters=5, min_lr=1e-3,
-                      weight_decay=0.1, decay_matrices_only=decay_matrices_only)  # fmt: skip
+                      weight_decay=0.1, decay_matrices_only=decay_matrices_only,
+                      optimizer=optimizer)  # fmt: skip
+    config = CONFIG if optimizer == "adamw" else MODERN
     mx.random.seed(0)
-    whole, parts = GPT(CONFIG), GPT(CONFIG)
+    whole, parts = GPT(config), GPT(config)
     parts.update(whole.parameters())
     opt_whole, opt_parts = make_optimizer(cfg), make_optimizer(cfg)
     for opt, model in ((opt_whole, whole), (opt_parts, parts)):

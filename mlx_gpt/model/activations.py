@@ -1,8 +1,9 @@
 """The MLP's activations, by the name GPTConfig.activation gives them.
 
 relu is the lecture's; gelu (exact, erf) is nanoGPT's; gelu_tanh is GPT-2's tanh
-approximation. The two GELUs compute what mlx.nn's gelu and gelu_approx compute, with
-a backward pass of their own that keeps only the input.
+approximation; relu2, relu squared, the modern block's. The two GELUs compute what
+mlx.nn's gelu and gelu_approx compute, with a backward pass of their own that keeps only
+the input.
 
 Differentiated as written, a GELU keeps its intermediate results for the backward
 pass (the cube, the tanh, the sum): at GPT-2's width, (T, 3072) float32 arrays, 12 MB
@@ -59,4 +60,9 @@ def _gelu_vjp(x, cotangent, output):
     return cotangent * (cdf + x * pdf)
 
 
-ACTIVATIONS = {"relu": nn.relu, "gelu": gelu, "gelu_tanh": gelu_tanh}
+def relu2(x: mx.array) -> mx.array:
+    """relu(x)^2, the speedrun's MLP activation (modded-nanogpt, nanochat)."""
+    return mx.square(nn.relu(x))
+
+
+ACTIVATIONS = {"relu": nn.relu, "gelu": gelu, "gelu_tanh": gelu_tanh, "relu2": relu2}

@@ -7,6 +7,13 @@ cache for generation. The model returns logits and does no I/O.
 Four options turn the lecture's model into GPT-2's (the defaults are the lecture's):
 `activation` gelu_tanh, `qkv_bias`, `tie_embeddings` (lm_head reads wte's matrix), and,
 as nanoGPT offers, `bias=False` for no bias anywhere.
+
+`architecture="modern"` is the block of modded-nanogpt's speedrun and nanochat: rotary
+position embeddings instead of the position table (rope.py), RMSNorm instead of
+LayerNorm, also right after the embedding, and the speedrun's init. The rest of that
+block is one line each and so one option each, which the modern architecture turns on
+(config.py): `qk_norm`, `activation` relu2, `bias=False`, `zero_init`, an untied head and
+`softcap`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from mlx.nn.utils import checkpoint
 from mlx_gpt.model.activations import ACTIVATIONS
 from mlx_gpt.model.attention import CHUNK, causal_attention
 from mlx_gpt.model.linear import Linear
+from mlx_gpt.model.rope import rotate
 
 
 class ConfigDict:
@@ -48,6 +56,16 @@ class GPTConfig(ConfigDict):
     bias: bool = True  # False: no bias in any Linear or LayerNorm (nanoGPT's bias=False)
     tie_embeddings: bool = False  # lm_head is wte's matrix, without a bias (GPT-2)
     norm_eps: float = 1e-5  # LayerNorm epsilon (GPT-2's layer_norm_epsilon)
+    architecture: str = "gpt2"  # gpt2: learned positions and LayerNorm; modern: see above
+    qk_norm: bool = False  # RMSNorm each head's queries and keys before attention
+    softcap: float = 0.0  # logits become cap * z / sqrt(z^2 + cap^2), as the speedrun; 0: off
+    zero_init: bool = False  # output projections (attention's, the MLP's, lm_head) start at 0
+    norm_gains: bool = False  # the modern RMSNorm learns a gain per channel (track 3's)
+    attn_scale: float = 0.0  # scores are q.k times this; 0: 1/sqrt(head_size)
+
+    @property
+    def modern(self) -> bool:
+        return self.architecture == "modern"
 
 
 class KVCache:
@@ -103,6 +121,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.head_size = config.n_embd // config.n_head
+        self.rope, self.qk_norm, self.eps = config.modern, config.qk_norm, config.norm_eps
+        self.scale = config.attn_scale or self.head_size**-0.5
         # query, key and value of every head in one matmul; the lecture's heads have no bias
         qkv_bias = config.qkv_bias and config.bias
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=qkv_bias)
@@ -118,13 +138,18 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (
             z.reshape(B, T, self.n_head, self.head_size).transpose(0, 2, 1, 3) for z in (q, k, v)
         )
+        if self.qk_norm:  # each head's query and key scaled to unit RMS
+            q, k = (mx.fast.rms_norm(z, None, self.eps) for z in (q, k))
+        if self.rope:  # positions offset.., read before the cache's update moves it
+            pos = (cache.offset if cache is not None else 0) + mx.arange(T)
+            q, k = rotate(q, pos), rotate(k, pos)
         if cache is not None:
             mask = cache.mask(T)  # taken before the update, which moves the write position
             k, v = cache.update_and_fetch(k, v)  # (B, n_head, max_len, head_size)
         else:
             # one token sees itself alone; the mask in q's dtype, which bf16 compute needs
             mask = causal_mask(T).astype(q.dtype) if T > 1 else None
-        scale = self.head_size**-0.5
+        scale = self.scale
         if self.training and self.dropout > 0:
             # gpt.py's explicit form: dropout acts on the attention weights themselves
             att = (q * scale) @ k.transpose(0, 1, 3, 2)  # (B, n_head, T, T or max_len)
@@ -154,7 +179,24 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(self.activation(self.c_fc(x))))
 
 
-def layer_norm(config: GPTConfig) -> nn.LayerNorm:
+class RMSNorm(nn.Module):
+    """x / RMS(x), times a learned gain per channel only if `gains` (track 3's RMSNorm
+    has one, nanochat's has none)."""
+
+    def __init__(self, dims: int, eps: float, gains: bool):
+        super().__init__()
+        self.eps = eps
+        if gains:
+            self.weight = mx.ones((dims,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return mx.fast.rms_norm(x, self.get("weight"), self.eps)
+
+
+def layer_norm(config: GPTConfig) -> nn.Module:
+    """The model's normalization: LayerNorm (GPT-2), or RMSNorm (the modern block)."""
+    if config.modern:
+        return RMSNorm(config.n_embd, config.norm_eps, config.norm_gains)
     return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
 
 
@@ -178,7 +220,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        if config.modern:  # positions come from rotating the queries and keys instead
+            self.ln_wte = layer_norm(config)  # the embedding normalized, as the speedrun's
+        else:
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.h = [Block(config) for _ in range(config.n_layer)]
         self.ln_f = layer_norm(config)
         if not config.tie_embeddings:  # tied, the logits are x @ wte.weight.T (no bias)
@@ -191,14 +236,24 @@ class GPT(nn.Module):
 
     def _init_weights(self) -> None:
         # gpt.py's _init_weights: N(0, 0.02) weights, zero biases. MLX's defaults differ
-        # (uniform Linear, N(0, 1) Embedding) and the loss at init shows it.
+        # (uniform Linear, N(0, 1) Embedding) and the loss at init shows it. The modern
+        # block takes the speedrun's (track 3's train_gpt_simple.py): N(0, 1) embedding
+        # rows, which the RMSNorm after it rescales anyway, and Linears with PyTorch's
+        # default variance, 1 / (3 fan_in), drawn from a normal.
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 std = 0.02
-                if self.config.tie_embeddings and name.endswith("c_proj"):
+                if self.config.modern:
+                    fan_in = module.weight.shape[-1]
+                    std = 1.0 if isinstance(module, nn.Embedding) else (0.33 / fan_in) ** 0.5
+                elif self.config.tie_embeddings and name.endswith("c_proj"):
                     # GPT-2: each residual projection scaled by 1/sqrt(2 * n_layer), so the
                     # residual stream's variance does not grow with depth
                     std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                if self.config.zero_init and name.endswith(("c_proj", "lm_head")):
+                    # Each block starts as the identity and the head says nothing yet: the
+                    # first steps grow them from zero (the speedrun's zero-init projections).
+                    std = 0.0
                 module.weight = std * mx.random.normal(module.weight.shape)
             if isinstance(module, nn.Linear) and "bias" in module:
                 module.bias = mx.zeros_like(module.bias)
@@ -214,8 +269,10 @@ class GPT(nn.Module):
         # With a cache, the caller keeps offset + T within block_size (the positions
         # learned); the offset is an array there, so it is not checked here.
         offset = cache[0].offset if cache else 0
-        pos = offset + mx.arange(T)
-        x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
+        if self.config.modern:  # the attention rotates by position (rope.py)
+            x = self.ln_wte(self.wte(idx))  # (B, T, C)
+        else:
+            x = self.wte(idx) + self.wpe(offset + mx.arange(T))  # (B, T, C)
         for i, block in enumerate(self.h):
             if self.checkpoint_blocks and cache is None:
                 x = checkpoint(block)(x)  # recomputed in the backward pass, not kept
@@ -225,13 +282,22 @@ class GPT(nn.Module):
 
     def head(self, x: mx.array) -> mx.array:
         if self.config.tie_embeddings:
-            return self.wte.as_linear(x)  # (B, T, vocab_size)
-        return self.lm_head(x)  # (B, T, vocab_size)
+            logits = self.wte.as_linear(x)  # (B, T, vocab_size)
+        else:
+            logits = self.lm_head(x)  # (B, T, vocab_size)
+        if cap := self.config.softcap:
+            # The speedrun's soft cap: logits stay within (-cap, cap), nearly unchanged
+            # while small. In float32, as the loss takes them.
+            logits = logits.astype(mx.float32)
+            logits = cap * logits * mx.rsqrt(logits * logits + cap * cap)
+        return logits
 
     def head_matrix(self) -> mx.array | None:
         """The (vocab_size, C) matrix whose product with the features is the logits, when
-        that is all the head does (tied, or an lm_head without bias); for a loss that
-        folds the head in (losses.py). None otherwise."""
+        that is all the head does (tied, or an lm_head without bias, and no soft cap);
+        for a loss that folds the head in (losses.py). None otherwise."""
+        if self.config.softcap:
+            return None
         if self.config.tie_embeddings:
             return self.wte.weight
         return None if "bias" in self.lm_head else self.lm_head.weight

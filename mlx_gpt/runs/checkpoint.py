@@ -142,7 +142,8 @@ def load_source_weights(found: Path, model: nn.Module) -> None:
     """A source run's best/ weights in float32, the position table cropped to the new
     block size (as nanoGPT's crop_block_size)."""
     weights = {k: v.astype(mx.float32) for k, v in read_weights(found).items()}
-    weights["wpe.weight"] = weights["wpe.weight"][: model.config.block_size]
+    if "wpe.weight" in weights:  # the modern block has no position table
+        weights["wpe.weight"] = weights["wpe.weight"][: model.config.block_size]
     load_weights(found, model, weights)
 
 

@@ -26,7 +26,7 @@ def step_flops(model: GPTConfig, batch_size: int, block_size: int) -> float:
     is bench/common.flops_per_token's, which the PyTorch baseline uses without mlx_gpt:
     the position table is a lookup and does not count."""
     params = GPT(model).num_params()  # lazy: the weights are never computed
-    non_embedding = params - model.block_size * model.n_embd
+    non_embedding = params - (0 if model.modern else model.block_size * model.n_embd)
     per_token = 6 * non_embedding + 12 * model.n_layer * model.n_embd * block_size
     return per_token * batch_size * block_size
 

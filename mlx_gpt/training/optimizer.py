@@ -1,18 +1,20 @@
-"""AdamW as PyTorch computes it, and nanoGPT's learning-rate schedule."""
+"""The optimizers: AdamW as PyTorch computes it (--optimizer adamw), or Muon for the
+blocks' matrices and AdamW for the rest (--optimizer muon), each group at its own rate."""
 
 from __future__ import annotations
 
-import math
-
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
 from mlx_gpt.config import TrainConfig
+from mlx_gpt.errors import UserError
+from mlx_gpt.training.muon import Muon
+from mlx_gpt.training.parts import InParts
+from mlx_gpt.training.schedules import lr_schedule
 
 
-class AdamW(optim.AdamW):
+class AdamW(InParts, optim.AdamW):
     """MLX's AdamW with PyTorch's bias correction, optionally decaying matrices only.
 
     nanoGPT decays the 2-D weights (matmuls and embeddings) and leaves biases and
@@ -22,128 +24,81 @@ class AdamW(optim.AdamW):
     def __init__(self, *args, decay_matrices_only: bool = False, **kwargs):
         super().__init__(*args, bias_correction=True, **kwargs)
         self.decay_matrices_only = decay_matrices_only
-        self._compiled_update = None  # update_in_parts's, made at its first call
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         if self.decay_matrices_only and parameter.ndim < 2:
             return optim.Adam.apply_single(self, gradient, parameter, state)
         return super().apply_single(gradient, parameter, state)
 
-    def update_in_parts(
-        self, model: nn.Module, gradients: dict, scale: mx.array, commit: bool = True
-    ) -> None:
-        """update(model, gradients x scale), evaluated a part of the model at a time;
-        with commit False, every new value is computed and dropped, and nothing changes
-        (a trial of the memory the update needs).
 
-        MLX's update is functional: the new weights and moments are new arrays, and the
-        old ones are freed only when the whole update is done, so a one-piece update
-        holds the model and its moments twice (1.5 GB more for GPT-2 124M). Here the
-        weights go in parts of about PART_BYTES, each part's new values computed and
-        evaluated before the next's, so memory holds one part twice at most (GPT-2's
-        largest, wte alone: 0.46 GB with its moments). A model smaller than a part is
-        one part: one compiled call and one evaluation, as a one-piece update."""
-        if not self._initialized:
-            self.init(gradients)
-        counters = {k: self.state[k] for k in ("step", *self._schedulers)}
-        for name, scheduler in self._schedulers.items():
-            self.state[name] = scheduler(self.step)
-        self.state["step"] = self.step + 1
-        for part in _parts(tree_flatten(gradients)):
-            holders = [_parent(model, path) for path, _ in part]
-            states = [holder[key] for holder, key in (_parent(self.state, p) for p, _ in part)]
-            params, moments = self._update_part(
-                self.state["learning_rate"], self.state["step"], scale,
-                [g for _, g in part], [holder[key] for holder, key in holders], states,
-            )  # fmt: skip
-            mx.eval(params, moments)
-            if commit:
-                for (holder, key), param, state, new in zip(
-                    holders, params, states, moments, strict=True
-                ):
-                    holder[key] = param
-                    state.update(new)
-        if not commit:
-            self.state.update(counters)
-
-    def _update_part(self, lr, step, scale, gradients, params, states):
-        """(new params, new moments) of one part, compiled once for each shape of part.
-        apply_single reads the rate and the step from self.state; while it is traced
-        they are the call's inputs, so that the compiled function takes each step's
-        values instead of keeping the first ones as constants."""
-        if self._compiled_update is None:
-
-            def update(lr, step, scale, gradients, params, states):
-                saved = self.state["learning_rate"], self.state["step"]
-                self.state["learning_rate"], self.state["step"] = lr, step
-                try:
-                    states = [dict(s) for s in states]  # apply_single writes the new moments
-                    params = [
-                        self.apply_single(g * scale, p, s)
-                        for g, p, s in zip(gradients, params, states, strict=True)
-                    ]
-                finally:
-                    self.state["learning_rate"], self.state["step"] = saved
-                return params, states
-
-            self._compiled_update = mx.compile(update)
-        return self._compiled_update(lr, step, scale, gradients, params, states)
+# --optimizer muon's groups, in the order they claim a parameter (a path as tree_flatten
+# gives it): modded-nanogpt's and nanochat's split. The last takes what is left.
+GROUPS = ("matrix_qkv", "matrix", "embedding", "unembedding", "scalar")
+_CLAIMS = {
+    "matrix_qkv": lambda path, p: path.startswith("h.") and path.endswith("attn.c_attn.weight"),
+    "matrix": lambda path, p: path.startswith("h.") and p.ndim == 2,
+    "embedding": lambda path, p: path.startswith(("wte.", "wpe.")),
+    "unembedding": lambda path, p: path == "lm_head.weight",
+}
 
 
-PART_BYTES = 64 * 2**20  # of weights in one part of update_in_parts
+class MuonAdamW(optim.MultiOptimizer):
+    """mlx.optimizers.MultiOptimizer over GROUPS: Muon for the 2-D weights inside the
+    blocks (c_attn's three matrices one by one), AdamW for the embeddings, the head and
+    every 1-D parameter (biases, norm gains). MultiOptimizer's `learning_rate` setter
+    would set every group alike, so each optimizer is given its own schedule instead."""
+
+    def __init__(self, optimizers: list[optim.Optimizer]):
+        super().__init__(optimizers, [_CLAIMS[name] for name in GROUPS[:-1]])
+
+    def init(self, parameters: dict) -> None:
+        if not any(_CLAIMS["matrix"](k, p) for k, p in tree_flatten(parameters)):
+            raise UserError(
+                "--optimizer muon found no 2-D weights inside the model's blocks to "
+                "orthogonalize; use --optimizer adamw"
+            )
+        super().init(parameters)
+
+    def update_in_parts(self, model, gradients: dict, scale: mx.array, commit: bool = True):
+        for o, g in zip(self.optimizers, self._split_dictionary(gradients), strict=True):
+            o.update_in_parts(model, g, scale, commit)
+
+    def snapshot(self) -> list[dict]:
+        return [o.snapshot() for o in self.optimizers]
+
+    def restore(self, snapshot: list[dict]) -> None:
+        for o, s in zip(self.optimizers, snapshot, strict=True):
+            o.restore(s)
 
 
-def _parts(weights: list[tuple[str, mx.array]]) -> list[list[tuple[str, mx.array]]]:
-    """Consecutive (path, array) pairs in parts of at least PART_BYTES (the last one
-    may be less), so that a large weight is a part of its own."""
-    parts, part, size = [], [], 0
-    for item in weights:
-        part.append(item)
-        size += item[1].nbytes
-        if size >= PART_BYTES:
-            parts.append(part)
-            part, size = [], 0
-    return parts + [part] if part else parts
+def make_optimizer(cfg: TrainConfig) -> AdamW | MuonAdamW:
+    betas = [cfg.beta1, cfg.beta2]
+    if cfg.optimizer == "adamw":
+        return AdamW(
+            learning_rate=lr_schedule(cfg),
+            betas=betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            decay_matrices_only=cfg.decay_matrices_only,
+        )
 
+    def muon(blocks: int) -> Muon:
+        return Muon(
+            lr_schedule(cfg, cfg.matrix_lr),
+            momentum=cfg.muon_momentum,
+            weight_decay=cfg.muon_weight_decay,
+            blocks=blocks,
+        )
 
-def _parent(tree, path: str):
-    """The container of `path` ("h.3.attn.c_attn.weight") in a tree of dicts and lists,
-    a module or the optimizer's state, and the last key."""
-    *keys, last = path.split(".")
-    for k in keys:
-        tree = tree[int(k)] if isinstance(tree, list) else tree[k]
-    return tree, last
+    def adamw(peak: float) -> AdamW:
+        return AdamW(
+            learning_rate=lr_schedule(cfg, peak),
+            betas=betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            decay_matrices_only=cfg.decay_matrices_only,
+        )
 
-
-def lr_schedule(cfg: TrainConfig):
-    """Constant, or nanoGPT's linear warm-up then cosine decay to min_lr.
-
-    The optimizer calls it with the number of updates already made (0 for the first),
-    which is nanoGPT's `iter_num` and build-nanogpt's `step`. The two differ only in the
-    warm-up's divisor (--warmup-rule): nanoGPT climbs to lr over warmup + 1 steps,
-    build-nanogpt over warmup.
-    """
-    if cfg.warmup_iters == 0 and cfg.lr_decay_iters == 0:
-        return cfg.learning_rate
-    lr, min_lr, warmup, decay = cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters
-    divisor = warmup + 1 if cfg.warmup_rule == "nanogpt" else warmup
-
-    def schedule(step: mx.array) -> mx.array:
-        it = step.astype(mx.float32)
-        warm = lr * (it + 1) / divisor
-        if decay == 0:
-            return mx.where(it < warmup, warm, lr)
-        ratio = mx.clip((it - warmup) / (decay - warmup), 0.0, 1.0)
-        cosine = min_lr + 0.5 * (1.0 + mx.cos(math.pi * ratio)) * (lr - min_lr)
-        return mx.where(it < warmup, warm, cosine)
-
-    return schedule
-
-
-def make_optimizer(cfg: TrainConfig) -> AdamW:
-    return AdamW(
-        learning_rate=lr_schedule(cfg),
-        betas=[cfg.beta1, cfg.beta2],
-        weight_decay=cfg.weight_decay,
-        decay_matrices_only=cfg.decay_matrices_only,
+    return MuonAdamW(
+        [muon(3), muon(1), adamw(cfg.embedding_lr), adamw(cfg.unembedding_lr), adamw(cfg.scalar_lr)]
     )

@@ -32,6 +32,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlx_gpt.config import (
+    FIXED_ON_RESUME,
     INHERITED,
     MAY_CHANGE_ON_INIT_FROM,
     MAY_CHANGE_ON_RESUME,
@@ -52,7 +53,7 @@ from mlx_gpt.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_json, t
 from mlx_gpt.training import guards, micro
 from mlx_gpt.training.corpus import corpus_gpt2_tokenizer, corpus_splits, read_data
 from mlx_gpt.training.judging import read_hellaswag
-from mlx_gpt.training.optimizer import AdamW, make_optimizer
+from mlx_gpt.training.optimizer import AdamW, MuonAdamW, make_optimizer
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Start:
     tokens_key: dict[str, str]  # what the splits were tokenized from (the cache's key)
     tokens_cached: bool  # the splits are on disk already: the token cache, or --data DIR
     model: GPT
-    optimizer: AdamW
+    optimizer: AdamW | MuonAdamW
     data_rng: np.random.Generator  # draws the training batches
     state: dict[str, Any]  # step, tokens, best_val_loss, best_step, evals_since_best, ...
     scanned: dict | None = None  # a foreign corpus's largest id, for the run folder's cache
@@ -162,6 +163,12 @@ def _read_folders(
             )
         fix = f"drop it to resume {run.path}, or pick another --out-dir"
         model_config, tokenizer = _inherit(cfg, run, MAY_CHANGE_ON_RESUME, "the checkpoint's", fix)
+        if found := first_difference(cfg, run.train_config(), FIXED_ON_RESUME):
+            name, mine, theirs = found
+            raise UserError(
+                f"--{flag(name)} {mine} differs from the checkpoint's {theirs}, whose state "
+                f"it saved; {fix}"
+            )
         guards.check_same_data(run.read_config().get("data_sha256"), digest, data_changed)
         unfit = "the data does not fit this run's vocabulary"
         found = _splits(data, tokenizer, model_config, cfg, run, on_scan, unfit)

@@ -233,11 +233,10 @@ def trial_step(step, model: nn.Module, optimizer: optim.Optimizer, x, y) -> tupl
         loss = step(x, y, commit=False)
     else:
         params = tree_map(lambda a: a, model.parameters())
-        moments = tree_map(lambda a: a, optimizer.state)
+        moments = optimizer.snapshot()
         loss = step(x, y)
         model.update(params)
-        optimizer.state.clear()
-        optimizer.state.update(moments)
+        optimizer.restore(moments)
     seconds = time.perf_counter() - start
     checkpoint.restore_rng_key(key)
     return seconds, loss
