@@ -94,6 +94,7 @@ def compare(case: str, work: Path, pair: list[str], extra: list[str], every: int
 
 
 def muon_cost(repeats: int) -> dict:
+    import mlx_gpt  # noqa: F401  (first: on Linux it points MLX at OpenBLAS before mlx.core loads)
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
 
