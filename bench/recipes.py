@@ -94,7 +94,8 @@ def compare(case: str, work: Path, pair: list[str], extra: list[str], every: int
 
 
 def muon_cost(repeats: int) -> dict:
-    import mlx_gpt  # noqa: F401  (first: on Linux it points MLX at OpenBLAS before mlx.core loads)
+    # mlx_gpt first: on Linux it points MLX at OpenBLAS before mlx.core loads.
+    import mlx_gpt  # noqa: F401, I001
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
 
