@@ -13,7 +13,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import figures  # noqa: E402
 
 WRITERS = {"compare": "compare.py", "memory": "memory.py", "prepare": "prepare.py",
-           "samples-cost": "samples_cost.py", "presets": "presets.py"}  # fmt: skip
+           "samples-cost": "samples_cost.py", "presets": "presets.py",
+           "recipes": "recipes.py"}  # fmt: skip
 
 
 @pytest.mark.parametrize("page", figures.PAGES, ids=lambda p: p.name)
