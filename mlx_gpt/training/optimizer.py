@@ -72,15 +72,18 @@ class MuonAdamW(optim.MultiOptimizer):
 
 
 def make_optimizer(cfg: TrainConfig) -> AdamW | MuonAdamW:
-    betas = [cfg.beta1, cfg.beta2]
-    if cfg.optimizer == "adamw":
+    def adamw(peak: float | None = None) -> AdamW:
+        """AdamW on the schedule, peaking at `peak` [default: --learning-rate]."""
         return AdamW(
-            learning_rate=lr_schedule(cfg),
-            betas=betas,
+            learning_rate=lr_schedule(cfg, peak),
+            betas=[cfg.beta1, cfg.beta2],
             eps=cfg.eps,
             weight_decay=cfg.weight_decay,
             decay_matrices_only=cfg.decay_matrices_only,
         )
+
+    if cfg.optimizer == "adamw":
+        return adamw()
 
     def muon(blocks: int) -> Muon:
         return Muon(
@@ -88,15 +91,6 @@ def make_optimizer(cfg: TrainConfig) -> AdamW | MuonAdamW:
             momentum=cfg.muon_momentum,
             weight_decay=cfg.muon_weight_decay,
             blocks=blocks,
-        )
-
-    def adamw(peak: float) -> AdamW:
-        return AdamW(
-            learning_rate=lr_schedule(cfg, peak),
-            betas=betas,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            decay_matrices_only=cfg.decay_matrices_only,
         )
 
     return MuonAdamW(
